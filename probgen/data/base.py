@@ -1,0 +1,158 @@
+"""Base DataModule and the default sample plot.
+
+Every probgen DataModule holds its splits as tensors: subclasses implement
+:meth:`ProbgenDataModule.build_splits`, which returns ``{"train": (x, ...), "val": ...,
+"test": ...}``; data made in code uses ``self.seed`` so that the same config gives the
+same data on every machine.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+SPLITS = ("train", "val", "test")
+
+
+class ProbgenDataModule(L.LightningDataModule):
+    """Tensor-backed DataModule: subclasses say how to build the splits.
+
+    Args:
+        batch_size: training batch size, > 0.
+        eval_batch_size: batch size for val/test/predict (defaults to ``batch_size``).
+        num_workers: DataLoader workers (0 keeps everything in the main process).
+        seed: seed for data made in code and for the training shuffle.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size <= 0:
+            raise ValueError(f"eval_batch_size must be positive or None, got {eval_batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.splits: dict[str, tuple[Tensor, ...]] | None = None
+
+    # -- to implement -------------------------------------------------------------------
+    def build_splits(self) -> dict[str, tuple[Tensor, ...]]:
+        """Return ``{"train": tensors, "val": tensors, "test": tensors}`` (val/test optional)."""
+        raise NotImplementedError
+
+    # -- Lightning hooks ------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            splits = self.build_splits()
+            for name, tensors in splits.items():
+                if name not in SPLITS:
+                    raise ValueError(f"build_splits returned unknown split {name!r}; allowed {SPLITS}")
+                for t in tensors:
+                    if t.is_floating_point() and not torch.isfinite(t).all():
+                        raise ValueError(f"split {name!r} of {type(self).__name__} contains NaN or inf")
+            self.splits = splits
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        if split not in self.splits:
+            split = "val" if split == "test" and "val" in self.splits else "train"
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            TensorDataset(*self.splits[split]),
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(self.splits[split][0]) > self.batch_size,
+            num_workers=self.num_workers,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    # -- plotting -------------------------------------------------------------------------
+    def plot_samples(self, samples: Tensor, path: str | Path) -> Path:
+        """Write a PNG of model samples next to held-out data where that makes sense."""
+        self.setup()
+        reference = self.splits.get("test", self.splits["train"])[0]
+        return plot_samples(samples, path, reference=reference)
+
+
+def plot_samples(
+    samples: Tensor,
+    path: str | Path,
+    reference: Tensor | None = None,
+    image_shape: tuple[int, ...] | None = None,
+    title: str = "samples",
+) -> Path:
+    """Default plot: 2-D scatter/histogram, 1-D histogram, image grid, or path plot.
+
+    Args:
+        samples: ``(n, d)`` points, ``(n, T, d)`` paths, or ``(n, *image_shape)``.
+        path: PNG path to write.
+        reference: optional data of the same shape, drawn beside the samples.
+        image_shape: if given, each sample is reshaped to it and shown as an image.
+        title: figure title.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = samples.detach().float().cpu()
+    panels = [("model", samples)] + ([("data", reference.detach().float().cpu())] if reference is not None else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
+    for ax, (name, x) in zip(axes[0], panels):
+        if image_shape is not None or x.dim() == 3 and x.shape[-1] == x.shape[-2]:
+            shape = image_shape or tuple(x.shape[1:])
+            imgs = x[:64].reshape(-1, *shape[-2:])
+            k = int(math.ceil(math.sqrt(len(imgs))))
+            h, w = imgs.shape[-2:]
+            canvas = torch.ones(k * (h + 1), k * (w + 1))
+            for i, img in enumerate(imgs):
+                r, c = divmod(i, k)
+                canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = img
+            ax.imshow(canvas.numpy(), cmap="gray_r")
+            ax.axis("off")
+        elif x.dim() == 3:  # paths (n, T, d): plot the first coordinate
+            for p in x[:32]:
+                ax.plot(p[:, 0].numpy(), lw=0.8, alpha=0.7)
+            ax.set_xlabel("time step")
+        elif x.dim() == 2 and x.shape[1] == 2:
+            lim = float(x.abs().quantile(0.995)) * 1.05 if len(x) > 1 else 1.0
+            ax.hist2d(x[:, 0].numpy(), x[:, 1].numpy(), bins=100, range=[[-lim, lim], [-lim, lim]], cmap="viridis")
+            ax.set_aspect("equal")
+        else:
+            ax.hist(x.reshape(len(x), -1)[:, 0].numpy(), bins=80, density=True)
+        ax.set_title(f"{title}: {name}" if len(panels) > 1 else title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
