@@ -14,9 +14,30 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 SPLITS = ("train", "val", "test")
+
+
+class EpochShuffle(Sampler[int]):
+    """A random permutation per epoch that depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before each epoch, so a run resumed from a
+    checkpoint at an epoch boundary sees exactly the batches of an uninterrupted run.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 class ProbgenDataModule(L.LightningDataModule):
@@ -58,9 +79,9 @@ class ProbgenDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
             splits = self.build_splits()
+            if "train" not in splits:
+                raise ValueError(f"{type(self).__name__}.build_splits must return a 'train' split")
             for name, tensors in splits.items():
-                if name not in SPLITS:
-                    raise ValueError(f"build_splits returned unknown split {name!r}; allowed {SPLITS}")
                 for t in tensors:
                     if t.is_floating_point() and not torch.isfinite(t).all():
                         raise ValueError(f"split {name!r} of {type(self).__name__} contains NaN or inf")
@@ -70,14 +91,13 @@ class ProbgenDataModule(L.LightningDataModule):
         self.setup()
         if split not in self.splits:
             split = "val" if split == "test" and "val" in self.splits else "train"
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        n = len(self.splits[split][0])
         return DataLoader(
             TensorDataset(*self.splits[split]),
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(self.splits[split][0]) > self.batch_size,
+            sampler=EpochShuffle(n, self.seed) if shuffle else None,
+            drop_last=shuffle and n > self.batch_size,
             num_workers=self.num_workers,
-            generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -135,7 +155,7 @@ def plot_samples(
             imgs = x[:64].reshape(-1, *shape[-2:])
             k = int(math.ceil(math.sqrt(len(imgs))))
             h, w = imgs.shape[-2:]
-            canvas = torch.ones(k * (h + 1), k * (w + 1))
+            canvas = torch.zeros(k * (h + 1), k * (w + 1))
             for i, img in enumerate(imgs):
                 r, c = divmod(i, k)
                 canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = img

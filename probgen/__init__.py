@@ -1,0 +1,3 @@
+"""probgen: probabilistic generative models on PyTorch."""
+
+__version__ = "0.1.0"
