@@ -1,0 +1,206 @@
+"""probgen.sde.sdeint vs torchsde.sdeint: same SDE, method, dt and device, timed side by side.
+
+Cases (issue 2): a neural diagonal SDE (d=4, drift and diffusion each an MLP with one hidden
+layer of 64 units, 200 Euler steps) at batch 32 and 1024, forward only (under
+``torch.no_grad``) and forward + backward (``loss = ys[-1].square().mean()``); a linear SDE
+(geometric Brownian motion, d=4) at batch 65536, forward only. For each case it also prints
+the overhead floor: probgen's solve time divided by the time of the bare drift and diffusion
+evaluations the solve makes (200 calls of each on a fixed state, same grad mode).
+
+Runs are interleaved (probgen, torchsde, bare, probgen, ...) and the median of ``--repeats``
+is reported, so that CPU contention from other jobs hits all columns alike.
+
+    python benchmarks/sde_vs_torchsde.py [--repeats 15] [--threads 1] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torchsde
+from torch import nn
+
+import probgen.sde as psde
+
+
+class NeuralSDE(nn.Module):
+    noise_type = "diagonal"
+    sde_type = "ito"
+
+    def __init__(self, d: int = 4, hidden: int = 64) -> None:
+        super().__init__()
+        self.drift = nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, d))
+        self.diffusion = nn.Sequential(
+            nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, d), nn.Sigmoid()
+        )
+
+    def f(self, t, y):
+        return self.drift(y)
+
+    def g(self, t, y):
+        return self.diffusion(y)
+
+
+class LinearSDE(nn.Module):
+    """Geometric Brownian motion dX = mu X dt + sigma X dW, diagonal noise."""
+
+    noise_type = "diagonal"
+    sde_type = "ito"
+
+    def __init__(self, d: int = 4) -> None:
+        super().__init__()
+        self.mu = nn.Parameter(torch.linspace(-0.5, 0.5, d))
+        self.sigma = nn.Parameter(torch.linspace(0.1, 0.4, d))
+
+    def f(self, t, y):
+        return self.mu * y
+
+    def g(self, t, y):
+        return self.sigma * y
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_runner(kind: str, sde, y0, steps: int, backward: bool, device):
+    ts = torch.tensor([0.0, 1.0], device=device)
+    dt = 1.0 / steps
+    params = list(sde.parameters())
+
+    if kind == "probgen":
+
+        def solve():
+            return psde.sdeint(sde, y0, ts, method="euler", dt=dt)
+    else:
+
+        def solve():
+            return torchsde.sdeint(sde, y0, ts, method="euler", dt=dt)
+
+    if backward:
+
+        def run():
+            ys = solve()
+            loss = ys[-1].square().mean()
+            torch.autograd.grad(loss, params)
+            sync(device)
+    else:
+
+        def run():
+            with torch.no_grad():
+                solve()
+            sync(device)
+
+    return run
+
+
+def bare_runner(sde, y0, steps: int, backward: bool, device):
+    """The overhead floor: ``steps`` evaluations of f and g on a fixed state, nothing else.
+
+    With ``backward``, the same evaluations are differentiated with respect to the parameters
+    and the state (a solver's backward needs both), with unit cotangents, so no extra
+    graph nodes are added.
+    """
+    t = torch.tensor(0.0, device=device)
+    params = list(sde.parameters())
+
+    if backward:
+        y = y0.detach().clone().requires_grad_(True)
+        ones = torch.ones_like(y0)
+
+        def run():
+            outs = []
+            for _ in range(steps):
+                outs.append(sde.f(t, y))
+                outs.append(sde.g(t, y))
+            torch.autograd.grad(outs, params + [y], grad_outputs=[ones] * len(outs))
+            sync(device)
+    else:
+
+        def run():
+            with torch.no_grad():
+                for _ in range(steps):
+                    sde.f(t, y0)
+                    sde.g(t, y0)
+            sync(device)
+
+    return run
+
+
+def time_interleaved(runners: dict, repeats: int, clock) -> dict:
+    for run in runners.values():  # warm-up
+        run()
+        run()
+    samples = {k: [] for k in runners}
+    for _ in range(repeats):
+        for k, run in runners.items():
+            t0 = clock()
+            run()
+            samples[k].append(clock() - t0)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--cases", default="all", help="comma-separated subset of case names")
+    parser.add_argument(
+        "--clock",
+        choices=["process", "wall"],
+        default=None,
+        help="process CPU time (default on CPU: robust to other jobs on a shared "
+        "machine when threads=1) or wall time (default on CUDA)",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    clock_name = args.clock or ("wall" if device.type == "cuda" else "process")
+    clock = time.perf_counter if clock_name == "wall" else time.process_time
+    torch.manual_seed(0)
+
+    cases = [
+        ("neural d=4, batch 32, forward", NeuralSDE, 32, False),
+        ("neural d=4, batch 32, fwd+bwd", NeuralSDE, 32, True),
+        ("neural d=4, batch 1024, forward", NeuralSDE, 1024, False),
+        ("neural d=4, batch 1024, fwd+bwd", NeuralSDE, 1024, True),
+        ("linear d=4, batch 65536, forward", LinearSDE, 65536, False),
+    ]
+    if args.cases != "all":
+        wanted = [c.strip() for c in args.cases.split(",")]
+        cases = [c for c in cases if any(w in c[0] for w in wanted)]
+
+    print(
+        f"# torch {torch.__version__}, torchsde {torchsde.__version__}, device {device}, "
+        f"threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
+        f"{args.steps} Euler steps, median of {args.repeats}, {clock_name} time"
+    )
+    header = f"| {'case':34s} | probgen ms | torchsde ms | speed-up | bare f,g ms | overhead |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for name, cls, batch, backward in cases:
+        sde = cls().to(device)
+        y0 = torch.randn(batch, 4, device=device)
+        runners = {
+            "probgen": make_runner("probgen", sde, y0, args.steps, backward, device),
+            "torchsde": make_runner("torchsde", sde, y0, args.steps, backward, device),
+            "bare": bare_runner(sde, y0, args.steps, backward, device),
+        }
+        t = time_interleaved(runners, args.repeats, clock)
+        print(
+            f"| {name:34s} | {1e3 * t['probgen']:10.2f} | {1e3 * t['torchsde']:11.2f} | "
+            f"{t['torchsde'] / t['probgen']:7.2f}x | {1e3 * t['bare']:11.2f} | "
+            f"{t['probgen'] / t['bare']:7.2f}x |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+r"""A Bayesian ensemble of SG-MCMC chains and its mixture predictive (plain torch).
+
+:class:`BayesianEnsemble` holds ``K`` chains of one network as stacked parameters, the
+likelihood and the prior, and a bounded store of posterior samples. Per step, every chain's
+loss (DESIGN.md's convention)
+
+$$\ell_k(\theta_k) = -\frac1B\sum_{i\in\mathcal B}\log p(y_i\mid\theta_k) - \frac1N\log p(\theta_k)$$
+
+is evaluated with one vmapped forward; the gradient of $\sum_k \ell_k$ is the stack of the
+chains' gradients, and :class:`~probgen.ensembles.sampler.EnsembleSampler` moves every chain
+with the shared functional SGLD / pSGLD / SGHMC step. The predictive is the Bayesian
+mixture over all kept samples of all chains (the posterior average that the "Bayesian
+mixture learner" of the universality argument predicts with).
+
+Deep ensembles are the same object with ``temperature = 0`` (no noise: each chain is an
+independent MAP run) and a store keeping the last iterate; a single SGLD chain is ``K = 1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from probgen.ensembles.chains import ChainForward, init_chains
+from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood
+from probgen.ensembles.predictive import categorical_mixture, gaussian_mixture
+from probgen.ensembles.priors import GaussianPrior
+from probgen.ensembles.sampler import EnsembleSampler
+from probgen.ensembles.store import SampleStore
+from probgen.samplers.schedules import cyclical_phase, cyclical_schedule, polynomial_schedule
+
+SCHEDULES = ("constant", "polynomial", "cyclical")
+LIKELIHOOD_PREFIX = "likelihood."
+
+
+@dataclass
+class SamplingSchedule:
+    r"""Step size, noise and sample collection as functions of the step index.
+
+    Args:
+        lr: step size $h$ at step 0 (the cycle's initial $\alpha_0$ for ``"cyclical"``).
+        schedule: ``"constant"``; ``"polynomial"``: $h_t = $ ``lr`` $\cdot (b/(b+t))^\gamma$
+            (Welling & Teh 2011; :func:`~probgen.samplers.polynomial_schedule`);
+            ``"cyclical"``: the cosine cycles of cSG-MCMC (Zhang et al. 2020, eq. 1), with no
+            noise and no collection in the exploration stage of each cycle.
+        burn_in: steps before the first sample is collected.
+        thin: collect every ``thin``-th step after burn-in (and, for cyclical, only in the
+            sampling stage).
+        total_steps: $K$ of the cyclical schedule (the run's length).
+        num_cycles: $M$ of the cyclical schedule.
+        exploration_fraction: $\beta$ of the cyclical schedule.
+        poly_b, poly_gamma: $b > 0$ and $\gamma \ge 0$ of the polynomial schedule.
+    """
+
+    lr: float = 1e-4
+    schedule: str = "constant"
+    burn_in: int = 0
+    thin: int = 1
+    total_steps: int = 1000
+    num_cycles: int = 4
+    exploration_fraction: float = 0.5
+    poly_b: float = 100.0
+    poly_gamma: float = 0.55
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.burn_in < 0:
+            raise ValueError(f"burn_in must be >= 0, got {self.burn_in}")
+        if self.thin < 1:
+            raise ValueError(f"thin must be >= 1, got {self.thin}")
+        if self.schedule == "cyclical":
+            cyclical_phase(0, self.total_steps, self.num_cycles, self.exploration_fraction)  # validates
+
+    def at(self, step: int) -> tuple[float, bool, bool]:
+        """``(lr, noise_on, collect)`` for 0-based ``step``."""
+        after = step >= self.burn_in and (step - self.burn_in) % self.thin == 0
+        if self.schedule == "constant":
+            return self.lr, True, after
+        if self.schedule == "polynomial":
+            a = self.lr * self.poly_b**self.poly_gamma
+            return polynomial_schedule(step, a, self.poly_b, self.poly_gamma), True, after
+        k = step % self.total_steps if step >= self.total_steps else step  # keep cycling past K
+        lr = cyclical_schedule(k, self.total_steps, self.num_cycles, self.lr)
+        _, sampling = cyclical_phase(k, self.total_steps, self.num_cycles, self.exploration_fraction)
+        return lr, sampling, after and sampling
+
+
+class BayesianEnsemble(nn.Module):
+    """``K`` SG-MCMC chains of one network, their likelihood, prior and sample store.
+
+    Args:
+        network: the architecture (an ``nn.Module``; its own weights are not used).
+        likelihood: :class:`GaussianLikelihood` or :class:`CategoricalLikelihood`.
+        prior: an object with ``log_prob({name: (S, ...)}) -> (S,)`` (e.g.
+            :class:`~probgen.ensembles.priors.GaussianPrior`,
+            :class:`~probgen.ensembles.priors.DistributionPrior`).
+        num_chains: ``K`` > 0.
+        num_data: $N$, the number of training points.
+        store_size: samples kept per chain.
+        store_policy: ``"reservoir"`` or ``"last"`` (see :class:`SampleStore`).
+        vectorize: ``"vmap"``, ``"sequential"`` or ``"auto"`` (see :class:`ChainForward`).
+        seed: seed of the chains' initialisation (and of the store's reservoir).
+        init: ``"network"`` (each chain is the network's own initialisation under its own
+            seed) or ``"prior"`` (each chain is a draw from ``prior``).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        likelihood: GaussianLikelihood | CategoricalLikelihood,
+        prior=None,
+        num_chains: int = 8,
+        num_data: int = 1,
+        store_size: int = 100,
+        store_policy: str = "reservoir",
+        vectorize: str = "vmap",
+        seed: int = 0,
+        init: str = "network",
+    ) -> None:
+        super().__init__()
+        if init not in ("network", "prior"):
+            raise ValueError(f"init must be 'network' or 'prior', got {init!r}")
+        if not num_data > 0:
+            raise ValueError(f"num_data must be > 0, got {num_data}")
+        self.network = network.requires_grad_(False)
+        self.likelihood = likelihood
+        self.prior = prior if prior is not None else GaussianPrior(1.0)
+        self.num_data = num_data
+        self.forward_chains = ChainForward(network, "auto" if vectorize == "auto" else vectorize)
+        g = torch.Generator().manual_seed(seed)
+        if init == "network":
+            init = init_chains(network, num_chains, g)
+        else:
+            template = {k: v.detach().unsqueeze(0).expand(num_chains, *v.shape) for k, v in network.named_parameters()}
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                init = self.prior.sample_like(template, generator=g)
+        dtype = next(iter(init.values())).dtype
+        lik = likelihood.init_params(num_chains, dtype)
+        init.update({LIKELIHOOD_PREFIX + k: v for k, v in lik.items()})
+        self.names = list(init)
+        self.chains = nn.ParameterList([nn.Parameter(v.clone()) for v in init.values()])
+        self.store = SampleStore({k: tuple(v.shape[1:]) for k, v in init.items()}, num_chains, store_size,
+                                 store_policy, seed, dtype)
+
+    @property
+    def num_chains(self) -> int:
+        return self.chains[0].shape[0]
+
+    def params(self) -> dict[str, Tensor]:
+        """Current chain states ``{name: (K, *shape)}`` (the live Parameters)."""
+        return dict(zip(self.names, self.chains))
+
+    @staticmethod
+    def split(theta: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """``(network params, likelihood params)`` of a stacked parameter dict."""
+        net = {k: v for k, v in theta.items() if not k.startswith(LIKELIHOOD_PREFIX)}
+        lik = {k[len(LIKELIHOOD_PREFIX):]: v for k, v in theta.items() if k.startswith(LIKELIHOOD_PREFIX)}
+        return net, lik
+
+    def chain_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Each chain's minibatch loss $\\ell_k$ and its network outputs.
+
+        Args:
+            x: ``(batch, ...)`` inputs.
+            y: ``(batch, D)`` targets or ``(batch,)`` labels.
+
+        Returns:
+            ``losses (K,)`` and ``outputs (K, batch, out)``.
+        """
+        net, lik = self.split(self.params())
+        out = self.forward_chains(net, x)
+        log_lik = self.likelihood.log_prob(out, y, lik).mean(1)
+        log_prior = self.prior.log_prob(net) + self.likelihood.prior_log_prob(lik)
+        return -log_lik - log_prior / self.num_data, out
+
+    def make_sampler(self, method: str = "sgld", lr: float = 1e-4, temperature: float = 1.0,
+                     seed: int = 0, **kwargs) -> EnsembleSampler:
+        """An :class:`EnsembleSampler` over this ensemble's chains (same ``vectorize`` mode)."""
+        vec = "sequential" if self.forward_chains.vectorize == "sequential" else "vmap"
+        return EnsembleSampler(list(self.chains), method=method, lr=lr, num_data=self.num_data,
+                               temperature=temperature, vectorize=vec, seed=seed, **kwargs)
+
+    def train_step(self, x: Tensor, y: Tensor, sampler, schedule: SamplingSchedule,
+                   backward=None) -> Tensor:
+        """One sampler step of every chain, then collect the new states if the schedule says so.
+
+        Args:
+            x, y: a training minibatch.
+            sampler: the :class:`EnsembleSampler` (or Lightning's wrapper of it).
+            schedule: step size, noise and collection rule.
+            backward: how to backpropagate (default ``Tensor.backward``; Lightning passes
+                ``manual_backward``).
+
+        Returns:
+            ``(K,)`` losses of the chains before the step (detached).
+        """
+        step = sampler.param_groups[0]["num_steps"]
+        lr, noise_on, collect = schedule.at(step)
+        temperature = sampler.param_groups[0]["temperature"] if noise_on else 0.0
+        for p in self.chains:
+            p.grad = None
+        losses, _ = self.chain_losses(x, y)
+        (backward or Tensor.backward)(losses.sum())
+        sampler.step(lr=lr, temperature=temperature)
+        if collect:
+            self.store.add({k: v.detach() for k, v in self.params().items()}, step)
+        return losses.detach()
+
+    def sample_set(self, source: str = "store") -> dict[str, Tensor]:
+        """Parameter sets the predictive averages over, ``{name: (S, ...)}``.
+
+        Args:
+            source: ``"store"`` (all kept samples of all chains; the current states if the
+                store is still empty) or ``"chains"`` (the current states only).
+        """
+        if source not in ("store", "chains"):
+            raise ValueError(f"source must be 'store' or 'chains', got {source!r}")
+        if source == "store" and len(self.store) > 0:
+            return self.store.flat_samples()
+        return {k: v.detach() for k, v in self.params().items()}
+
+    @torch.no_grad()
+    def predict_outputs(self, x: Tensor, source: str = "store", chunk_size: int | None = 512) -> tuple[Tensor, dict]:
+        """Network outputs ``(S, batch, out)`` of every sample and the samples' likelihood params."""
+        net, lik = self.split(self.sample_set(source))
+        return self.forward_chains(net, x, chunk_size=chunk_size), lik
+
+    @torch.no_grad()
+    def per_sample_predictions(self, x: Tensor, source: str = "store", chunk_size: int | None = 512):
+        """Per-sample predictive: ``(mean, var)`` each ``(S, batch, D)`` for regression, or
+        ``probs (S, batch, C)`` for classification."""
+        out, lik = self.predict_outputs(x, source, chunk_size)
+        if isinstance(self.likelihood, CategoricalLikelihood):
+            return self.likelihood.probs(out)
+        return self.likelihood.moments(out, lik)
+
+    @torch.no_grad()
+    def predictive(self, x: Tensor, source: str = "store", chunk_size: int | None = 512):
+        """The Bayesian mixture predictive at ``x (batch, ...)``.
+
+        Returns:
+            Regression: ``MixtureSameFamily`` (batch_shape ``(batch,)``, event ``(D,)``) with
+            ``mean``, ``variance``, ``log_prob``. Classification: ``Categorical`` with the
+            sample-averaged probabilities.
+        """
+        pred = self.per_sample_predictions(x, source, chunk_size)
+        if isinstance(self.likelihood, CategoricalLikelihood):
+            return categorical_mixture(pred)
+        return gaussian_mixture(*pred)

@@ -1,0 +1,128 @@
+r"""Observation models $p(y \mid f_\theta(x))$ for stacked chains.
+
+Every method works on a leading sample axis ``S`` (chains while training, stored samples
+when predicting): network outputs are ``(S, batch, out)`` and the likelihood's own
+parameters (a learnt noise scale) are ``{name: (S, ...)}``, sampled with the network
+weights. The loss convention is the one of :mod:`probgen.samplers`: the minibatch mean of
+$-\log p(y_i\mid\theta)$ plus $-\frac1N \log p(\theta)$.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+NOISE_MODES = ("fixed", "learnt", "heteroscedastic")
+
+
+class GaussianLikelihood:
+    r"""Gaussian regression $y \sim \mathcal N(\mu_\theta(x), \sigma^2)$.
+
+    Args:
+        noise: ``"fixed"`` ($\sigma$ = ``scale``), ``"learnt"`` (one $\log\sigma$ per sample,
+            drawn by the sampler with the weights under a Gamma prior on the precision
+            $\sigma^{-2}$), or ``"heteroscedastic"`` (the network outputs $2D$ values: the
+            mean and a raw scale, $\sigma = \mathrm{softplus}(\cdot) + $ ``min_scale``, as in
+            deep ensembles, Lakshminarayanan et al. 2017, Sec. 2.2.1).
+        scale: the fixed $\sigma$, or the initial $\sigma$ when learnt; > 0.
+        precision_concentration: shape $a$ of the Gamma prior on $\sigma^{-2}$ (learnt noise).
+        precision_rate: rate $b$ of that prior.
+        min_scale: floor of the heteroscedastic $\sigma$, > 0.
+    """
+
+    def __init__(
+        self,
+        noise: str = "learnt",
+        scale: float = 1.0,
+        precision_concentration: float = 1.0,
+        precision_rate: float = 0.1,
+        min_scale: float = 1e-3,
+    ) -> None:
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
+        for name, v in (("scale", scale), ("precision_concentration", precision_concentration),
+                        ("precision_rate", precision_rate), ("min_scale", min_scale)):
+            if not v > 0:
+                raise ValueError(f"{name} must be > 0, got {v}")
+        self.noise, self.scale, self.min_scale = noise, float(scale), float(min_scale)
+        self.a, self.b = float(precision_concentration), float(precision_rate)
+
+    def output_dim(self, target_dim: int) -> int:
+        """Network outputs needed for ``target_dim`` targets."""
+        return 2 * target_dim if self.noise == "heteroscedastic" else target_dim
+
+    def init_params(self, num_samples: int, dtype: torch.dtype, device: torch.device | None = None) -> dict[str, Tensor]:
+        """Initial likelihood parameters, ``{"log_scale": (S,)}`` when learnt, else empty."""
+        if self.noise != "learnt":
+            return {}
+        return {"log_scale": torch.full((num_samples,), math.log(self.scale), dtype=dtype, device=device)}
+
+    def moments(self, output: Tensor, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Mean and variance of $p(y\mid\theta_s, x)$.
+
+        Args:
+            output: ``(S, batch, out)`` network outputs.
+            params: likelihood parameters ``{name: (S, ...)}``.
+
+        Returns:
+            ``mean, var``, each ``(S, batch, D)``.
+        """
+        if self.noise == "heteroscedastic":
+            if output.shape[-1] % 2:
+                raise ValueError(f"heteroscedastic noise needs an even number of outputs, got {output.shape[-1]}")
+            mean, raw = output.chunk(2, dim=-1)
+            return mean, (F.softplus(raw) + self.min_scale).square()
+        if self.noise == "learnt":
+            log_scale = params["log_scale"].reshape(-1, *([1] * (output.dim() - 1)))
+            return output, torch.exp(2 * log_scale).expand_as(output)
+        return output, torch.full_like(output, self.scale**2)
+
+    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """$\log p(y_i \mid \theta_s)$ per sample and data point: ``(S, batch)``.
+
+        Args:
+            output: ``(S, batch, out)``.
+            y: ``(batch, D)`` targets (``(batch,)`` is read as ``D = 1``).
+            params: likelihood parameters.
+        """
+        mean, var = self.moments(output, params)
+        y = y.reshape(y.shape[0], -1)
+        if y.shape[-1] != mean.shape[-1]:
+            raise ValueError(f"y has {y.shape[-1]} target dims but the network predicts {mean.shape[-1]}")
+        return (-0.5 * (math.log(2 * math.pi) + var.log() + (y - mean).square() / var)).sum(-1)
+
+    def prior_log_prob(self, params: dict[str, Tensor]) -> Tensor | float:
+        r"""$\log p(\log\sigma)$ per sample ``(S,)`` (Gamma$(a, b)$ on $\tau=\sigma^{-2}$, Jacobian $2\tau$)."""
+        if self.noise != "learnt":
+            return 0.0
+        tau = torch.exp(-2 * params["log_scale"])
+        return self.a * tau.log() - self.b * tau + math.log(2.0) + self.a * math.log(self.b) - math.lgamma(self.a)
+
+
+class CategoricalLikelihood:
+    """Classification $y \\sim \\mathrm{Categorical}(\\mathrm{softmax}(f_\\theta(x)))$."""
+
+    noise = "none"
+
+    def output_dim(self, num_classes: int) -> int:
+        return num_classes
+
+    def init_params(self, num_samples: int, dtype: torch.dtype, device: torch.device | None = None) -> dict[str, Tensor]:
+        return {}
+
+    def probs(self, output: Tensor) -> Tensor:
+        """``(S, batch, C)`` class probabilities of each sample."""
+        return output.softmax(-1)
+
+    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """``(S, batch)`` log-probability of the labels ``y (batch,)`` under each sample."""
+        if y.dtype.is_floating_point:
+            raise TypeError(f"categorical labels must be integers, got dtype {y.dtype}")
+        logp = output.log_softmax(-1)
+        return logp.gather(-1, y.reshape(1, -1, 1).expand(output.shape[0], -1, 1)).squeeze(-1)
+
+    def prior_log_prob(self, params: dict[str, Tensor]) -> float:
+        return 0.0

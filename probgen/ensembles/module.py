@@ -1,0 +1,267 @@
+"""``SGLDEnsemble``: the Lightning face of :class:`~probgen.ensembles.ensemble.BayesianEnsemble`.
+
+Manual optimisation: every ``training_step`` evaluates all chains with one vmapped forward,
+backpropagates the sum of the chains' losses, and takes one
+:class:`~probgen.ensembles.sampler.EnsembleSampler` step (the shared functional SGLD /
+pSGLD / SGHMC step of every chain). Chains, the sample store and the sampler state (and its
+step counter, which seeds the noise) are in the checkpoint; resuming continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from probgen.base import ProbgenModule
+from probgen.ensembles.chains import mlp
+from probgen.ensembles.diagnostics import chain_diagnostics
+from probgen.ensembles.ensemble import BayesianEnsemble, SamplingSchedule
+from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood
+from probgen.ensembles.predictive import mixture_moments, mixture_nll, mutual_information, predictive_entropy
+from probgen.ensembles.priors import make_prior
+
+LIKELIHOODS = ("gaussian", "categorical")
+
+
+class SGLDEnsemble(ProbgenModule):
+    """K SG-MCMC chains of one network; predicts with the Bayesian mixture of all kept samples.
+
+    Deep ensembles (``temperature=0``, ``store_size=1``, ``store_policy="last"``), a single
+    SGLD chain (``num_chains=1``) and cyclical SG-MCMC (``schedule="cyclical"``) are
+    configurations of this one module.
+
+    Args:
+        network: any ``nn.Module`` mapping ``(batch, ...)`` inputs to ``(batch, out)``; if None,
+            an MLP ``input_dim -> hidden_dims -> output_dim`` with ``activation``. (When given
+            as an instance outside the CLI, pass it again to ``load_from_checkpoint``.)
+        input_dim, output_dim, hidden_dims, activation: the default MLP. ``output_dim`` is the
+            target dimension (regression) or the number of classes; heteroscedastic noise
+            doubles the network's outputs.
+        likelihood: ``"gaussian"`` or ``"categorical"``.
+        noise: Gaussian noise model: ``"fixed"``, ``"learnt"`` (sampled, Gamma prior on the
+            precision) or ``"heteroscedastic"``.
+        noise_scale: the fixed (or initial learnt) noise std, in target units.
+        precision_concentration, precision_rate: Gamma prior on the noise precision.
+        prior: ``"gaussian"``, ``"laplace"`` or ``"student_t"`` i.i.d. on every weight.
+        prior_scale: its scale; ``prior_df``: the Student-t degrees of freedom.
+        prior_fan_in: divide the Gaussian prior variance of weight matrices by their fan-in.
+        num_chains: K.
+        sampler: ``"sgld"``, ``"psgld"`` or ``"sghmc"``.
+        lr: step size h at step 0 (on $U = N\\ell$, see :mod:`probgen.samplers`).
+        schedule: ``"constant"``, ``"polynomial"`` or ``"cyclical"``.
+        temperature: T (1: the posterior; 0: no noise, the deep-ensemble limit).
+        burn_in: steps before the first kept sample.
+        thin: keep every ``thin``-th step after burn-in.
+        total_steps: length of the cyclical schedule (default: ``trainer.max_steps``).
+        num_cycles, exploration_fraction: cyclical schedule (cSG-MCMC, Zhang et al. 2020).
+        poly_b, poly_gamma: polynomial schedule ``lr * (b / (b + t))**gamma``.
+        alpha, eps: pSGLD; ``friction``: SGHMC.
+        store_size: samples kept per chain; ``store_policy``: ``"reservoir"`` or ``"last"``.
+        vectorize: ``"vmap"``, ``"sequential"`` or ``"auto"``.
+        num_data: N (default: the datamodule's number of training points).
+        init: ``"network"`` or ``"prior"`` initialisation of the chains.
+        seed: seed of the initialisation, the sampler noise and the store.
+        predict_chunk: parameter sets evaluated at once when predicting.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module | None = None,
+        input_dim: int = 1,
+        output_dim: int = 1,
+        hidden_dims: list[int] | None = None,
+        activation: str = "relu",
+        likelihood: str = "gaussian",
+        noise: str = "learnt",
+        noise_scale: float = 1.0,
+        precision_concentration: float = 1.0,
+        precision_rate: float = 0.1,
+        prior: str = "gaussian",
+        prior_scale: float = 1.0,
+        prior_df: float = 3.0,
+        prior_fan_in: bool = False,
+        num_chains: int = 8,
+        sampler: str = "sgld",
+        lr: float = 1e-4,
+        schedule: str = "constant",
+        temperature: float = 1.0,
+        burn_in: int = 1000,
+        thin: int = 10,
+        total_steps: int | None = None,
+        num_cycles: int = 4,
+        exploration_fraction: float = 0.5,
+        poly_b: float = 100.0,
+        poly_gamma: float = 0.55,
+        alpha: float = 0.99,
+        eps: float = 1e-5,
+        friction: float = 0.1,
+        store_size: int = 50,
+        store_policy: str = "reservoir",
+        vectorize: str = "vmap",
+        num_data: int | None = None,
+        init: str = "network",
+        seed: int = 0,
+        predict_chunk: int = 512,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if isinstance(self.hparams.get("network"), nn.Module):  # an instance is not weights_only-loadable
+            del self.hparams["network"]
+            self._hparams_initial.pop("network", None)
+        self.automatic_optimization = False
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        if likelihood == "gaussian":
+            lik = GaussianLikelihood(noise, noise_scale, precision_concentration, precision_rate)
+        else:
+            lik = CategoricalLikelihood()
+        if network is None:
+            network = mlp(input_dim, lik.output_dim(output_dim), hidden_dims if hidden_dims is not None else [50], activation)
+        self.ensemble = BayesianEnsemble(
+            network, lik, make_prior(prior, prior_scale, prior_df, prior_fan_in), num_chains,
+            num_data or 1, store_size, store_policy, vectorize, seed, init,
+        )
+        self.schedule: SamplingSchedule | None = None
+        self._eval: dict[str, list] = {}
+
+    # -- setup -----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if hp.num_data is None and dm is not None:
+            dm.setup(stage)
+            self.ensemble.num_data = len(dm.splits["train"][0])
+        total = hp.total_steps
+        if total is None and self._trainer is not None:
+            total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
+        if hp.schedule == "cyclical" and total is None:
+            raise ValueError("schedule='cyclical' needs total_steps or trainer.max_steps")
+        self.schedule = SamplingSchedule(
+            lr=hp.lr, schedule=hp.schedule, burn_in=hp.burn_in, thin=hp.thin, total_steps=total or 1,
+            num_cycles=hp.num_cycles, exploration_fraction=hp.exploration_fraction,
+            poly_b=hp.poly_b, poly_gamma=hp.poly_gamma,
+        )
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return self.ensemble.make_sampler(
+            hp.sampler, lr=hp.lr, temperature=hp.temperature, seed=hp.seed,
+            alpha=hp.alpha, eps=hp.eps, friction=hp.friction,
+        )
+
+    # -- training --------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, y = batch[0], batch[1]
+        opt = self.optimizers()
+        step = opt.param_groups[0]["num_steps"]
+        losses = self.ensemble.train_step(x, y, opt, self.schedule, backward=self.manual_backward)
+        self.log("train/loss", losses.mean(), prog_bar=True)
+        self.log("train/lr", self.schedule.at(step)[0])
+        self.log("train/kept", float(len(self.ensemble.store)))
+        return losses.mean()
+
+    # -- evaluation ------------------------------------------------------------------------
+    @property
+    def is_regression(self) -> bool:
+        return isinstance(self.ensemble.likelihood, GaussianLikelihood)
+
+    def _target_scale(self) -> float:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return float(getattr(dm, "y_std", 1.0)) if dm is not None else 1.0
+
+    def _eval_step(self, batch) -> None:
+        x, y = batch[0], batch[1]
+        pred = self.ensemble.per_sample_predictions(x, "store", self.hparams.predict_chunk)
+        buf = self._eval
+        if self.is_regression:
+            means, variances = pred
+            y = y.reshape(len(y), -1)
+            mean, _ = mixture_moments(means, variances)
+            buf.setdefault("nll", []).append(mixture_nll(means, variances, y))
+            buf.setdefault("se", []).append((mean - y).square().sum(-1))
+        else:
+            probs = pred.mean(0)
+            buf.setdefault("probs", []).append(probs)
+            buf.setdefault("labels", []).append(y)
+            buf.setdefault("entropy", []).append(predictive_entropy(pred))
+            buf.setdefault("mi", []).append(mutual_information(pred))
+
+    def _eval_end(self, prefix: str) -> dict[str, float]:
+        from probgen.metrics import auroc, brier, ece
+
+        buf, self._eval = self._eval, {}
+        out: dict[str, float] = {}
+        if not buf:
+            return out
+        if self.is_regression:
+            s = self._target_scale()
+            d = self.hparams.output_dim
+            out["nll"] = float(torch.cat(buf["nll"]).mean()) + d * math.log(s)
+            out["rmse"] = float(torch.cat(buf["se"]).mean().sqrt()) * s
+        else:
+            probs, labels = torch.cat(buf["probs"]), torch.cat(buf["labels"])
+            out["nll"] = float(-probs.gather(1, labels[:, None]).clamp_min(1e-12).log().mean())
+            out["accuracy"] = float((probs.argmax(1) == labels).float().mean())
+            out["ece"] = float(ece(probs, labels))
+            out["brier"] = float(brier(probs, labels))
+            ood = self._ood_inputs() if prefix == "test" else None
+            if ood is not None:
+                pred = torch.cat([
+                    self.ensemble.per_sample_predictions(ood[i : i + 512].to(self.device), "store", self.hparams.predict_chunk)
+                    for i in range(0, len(ood), 512)
+                ], dim=1)
+                out["ood_auroc_entropy"] = float(auroc(torch.cat(buf["entropy"]), predictive_entropy(pred)))
+                out["ood_auroc_mi"] = float(auroc(torch.cat(buf["mi"]), mutual_information(pred)))
+        for k, v in out.items():
+            self.log(f"{prefix}/{k}", v)
+        return out
+
+    def _ood_inputs(self) -> Tensor | None:
+        dm = getattr(self.trainer, "datamodule", None)
+        splits = getattr(dm, "splits", None) or {}
+        return splits["ood"][0] if "ood" in splits else None
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+        if batch_idx == 0:
+            self._diag_x = batch[0][:64]
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+        if getattr(self, "_diag_x", None) is not None:
+            for k, v in chain_diagnostics(self.ensemble, self._diag_x).items():
+                if math.isfinite(v):
+                    self.log(f"test/{k}", v)
+            self._diag_x = None
+
+    def predict_step(self, batch, batch_idx: int):
+        """Regression: ``(mean, var)`` of the mixture, each ``(batch, D)``; classification: ``probs``."""
+        pred = self.ensemble.per_sample_predictions(batch[0], "store", self.hparams.predict_chunk)
+        return mixture_moments(*pred) if self.is_regression else pred.mean(0)
+
+    def predictive(self, x: Tensor):
+        """The Bayesian mixture predictive at ``x`` (see :meth:`BayesianEnsemble.predictive`)."""
+        return self.ensemble.predictive(x, "store", self.hparams.predict_chunk)
+
+    # -- sampling --------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Posterior draws of the flattened parameter vector, uniformly from all kept samples.
+
+        Returns:
+            ``(num_samples, num_parameters)``.
+        """
+        if not isinstance(num_samples, int) or num_samples <= 0:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        flat = self.ensemble.sample_set("store")
+        stack = torch.cat([v.reshape(v.shape[0], -1) for v in flat.values()], 1)
+        idx = torch.randint(0, len(stack), (num_samples,), generator=generator)
+        return stack[idx.to(stack.device)]

@@ -1,0 +1,343 @@
+r"""Neural SDEs driven by Markov-approximate fBM, with a learnt Hurst index (plain torch).
+
+Daems et al., "Variational Inference for SDEs Driven by Fractional Noise", ICLR 2024.
+:class:`NeuralFractionalSDE` holds the prior (drift $b$, diffusion $\sigma$, Hurst index
+$H = \mathrm{sigmoid}(h)$) and the variational control $u$; :meth:`NeuralFractionalSDE.simulate`
+integrates the augmented SDE (:class:`~probgen.fractional.augmented.AugmentedFractionalSDE`)
+with the shared :func:`probgen.sde.sdeint` and returns the paths with the path KL
+$\tfrac12\int_0^T |u|^2 dt$ (Eq. 15). :func:`gaussian_log_likelihood` and
+:func:`next_observation_context` are the pieces the ELBO (Eq. 16)
+$\mathbb{E}_q[\log p(\text{obs} \mid X)] - \mathrm{KL}(q(x_0)\|p(x_0)) - \tfrac12 \mathbb{E}_q\int |u|^2 dt$
+is built from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from probgen.fractional.augmented import AugmentedFractionalSDE, split_state
+from probgen.sde import sdeint
+from probgen.sde.fbm import KINDS, MarkovFBM
+
+__all__ = [
+    "MLP",
+    "ControlNet",
+    "NeuralFractionalSDE",
+    "gaussian_log_likelihood",
+    "next_observation_context",
+    "inverse_sigmoid",
+    "inverse_softplus",
+]
+
+
+def inverse_sigmoid(p: float) -> float:
+    """logit(p) for p in (0, 1)."""
+    return math.log(p) - math.log1p(-p)
+
+
+def inverse_softplus(y: float) -> float:
+    """x with softplus(x) = y > 0."""
+    return y + math.log(-math.expm1(-y))
+
+
+_PHASE = (0.0, math.pi / 2)
+
+
+def time_features(t: Tensor, batch: int, like: Tensor) -> Tensor:
+    """``(batch, 2)`` features ``[sin t, cos t]`` (as in the paper's bridge control)."""
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(1)
+    return torch.sin(t + like.new_tensor(_PHASE)).expand(batch, 2)
+
+
+class MLP(nn.Sequential):
+    """``depth`` hidden layers of ``hidden`` units with ``activation``; optional zero-initialised output."""
+
+    def __init__(self, d_in: int, d_out: int, hidden: int = 64, depth: int = 2, activation: str = "tanh",
+                 zero_last: bool = False) -> None:
+        acts = {"tanh": nn.Tanh, "silu": nn.SiLU, "relu": nn.ReLU, "softplus": nn.Softplus}
+        if activation not in acts:
+            raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
+        if depth < 0 or hidden <= 0:
+            raise ValueError(f"need depth >= 0 and hidden > 0, got depth={depth}, hidden={hidden}")
+        layers: list[nn.Module] = []
+        d = d_in
+        for _ in range(depth):
+            layers += [nn.Linear(d, hidden), acts[activation]()]
+            d = hidden
+        last = nn.Linear(d, d_out)
+        if zero_last:  # the prior at initialisation (the official code's "Glow trick")
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        layers.append(last)
+        super().__init__(*layers)
+
+
+class ControlNet(nn.Module):
+    r"""Variational control $u(t, x, y, c)$ on $[\sin t, \cos t, x, \sqrt{2\gamma} y, c]$, zero at init.
+
+    ``kind="mlp"``: an MLP of all inputs (the paper's control). ``kind="affine"``:
+    $u = a(\tau) + W(\tau) s$ with $s = [x, \sqrt{2\gamma} y, c]$ and the coefficients an MLP
+    of $\tau = [\sin t, \cos t, c]$: affine in the state, which is the form of the optimal
+    control of a linear-Gaussian prior (fBM/fOU bridges and paths), so it trains in far fewer
+    steps there. Each $Y_k$ enters scaled by $\sqrt{2\gamma_k}$, the inverse of its
+    stationary std, so that slow OU processes (std up to $\sqrt{\gamma_{max}/2}$) do not
+    saturate the network.
+
+    Args:
+        dim: ``d``; n_ou: ``K``; context_dim: size of ``c`` (0 for none).
+        hidden, depth, activation: of the MLP.
+        gammas: ``(K,)`` OU speeds for the input scaling (default: no scaling).
+        kind: ``"mlp"`` or ``"affine"``.
+    """
+
+    def __init__(self, dim: int, n_ou: int, context_dim: int = 0, hidden: int = 64, depth: int = 2,
+                 activation: str = "tanh", gammas: Tensor | None = None, kind: str = "mlp") -> None:
+        super().__init__()
+        if kind not in ("mlp", "affine"):
+            raise ValueError(f"control kind must be 'mlp' or 'affine', got {kind!r}")
+        self.kind, self.dim = kind, dim
+        self.state_dim = dim * (n_ou + 1) + context_dim
+        if kind == "mlp":
+            self.net = MLP(2 + self.state_dim, dim, hidden, depth, activation, zero_last=True)
+        else:
+            self.net = MLP(2 + context_dim, dim * (1 + self.state_dim), hidden, depth, activation, zero_last=True)
+        scale = torch.ones(n_ou) if gammas is None else torch.sqrt(2 * gammas.detach().float())
+        self.register_buffer("y_scale", scale, persistent=False)
+
+    def forward(self, t: Tensor, x: Tensor, y: Tensor, c: Tensor | None = None) -> Tensor:
+        tf = time_features(t, x.shape[0], x)
+        state = [x, (y * self.y_scale.to(y)).flatten(1)] + ([c] if c is not None else [])
+        if self.kind == "mlp":
+            return self.net(torch.cat([tf] + state, dim=-1))
+        coef = self.net(torch.cat([tf, c], dim=-1) if c is not None else tf)
+        bias, weight = coef[:, : self.dim], coef[:, self.dim :].unflatten(-1, (self.dim, self.state_dim))
+        return bias + (weight @ torch.cat(state, dim=-1).unsqueeze(-1)).squeeze(-1)
+
+
+class NeuralFractionalSDE(nn.Module):
+    r"""Prior $dX = b\,dt + \sigma\,d\hat B_H$ and posterior control $u$ (Daems et al. 2024, Sec. 4).
+
+    Args:
+        dim: latent/observed dimension ``d``.
+        n_ou: number of OU processes K of the Markov approximation (0 means ``white``).
+        gamma_max: the fastest OU speed (speeds span [1/gamma_max, gamma_max]).
+        horizon: T of the weights' L2 criterion; the length of the simulated interval.
+        kind: ``"type1"`` (stationary Y(0), standard fBM) or ``"type2"`` (Riemann-Liouville).
+        white: Brownian baseline (no OU processes, H = 1/2).
+        hurst: initial Hurst index in (0, 1).
+        learn_hurst: learn $H = \mathrm{sigmoid}(h)$.
+        drift: ``"ou"`` ($-\theta x$), ``"mlp"`` (MLP of $[x, \sin t, \cos t]$), ``"ou+mlp"`` or ``"zero"``.
+        theta, learn_theta: initial/fixed $\theta$ of the OU drift (one per dimension).
+        diffusion: ``"constant"`` (positive per-dimension $\sigma$) or ``"mlp"`` (softplus MLP of x).
+        sigma, learn_sigma: initial/fixed constant $\sigma$.
+        context_dim: size of the control's context input.
+        control: ``"mlp"`` or ``"affine"`` (see :class:`ControlNet`).
+        control_hidden, control_depth, drift_hidden: network sizes.
+
+    Raises:
+        ValueError: bad sizes, an unknown drift/diffusion/kind, or a Hurst index outside (0, 1).
+    """
+
+    def __init__(
+        self,
+        dim: int = 1,
+        n_ou: int = 5,
+        gamma_max: float = 20.0,
+        horizon: float = 1.0,
+        kind: str = "type1",
+        white: bool = False,
+        hurst: float = 0.5,
+        learn_hurst: bool = True,
+        drift: str = "ou",
+        theta: float = 0.0,
+        learn_theta: bool = False,
+        diffusion: str = "constant",
+        sigma: float = 1.0,
+        learn_sigma: bool = False,
+        context_dim: int = 0,
+        control: str = "mlp",
+        control_hidden: int = 64,
+        control_depth: int = 2,
+        drift_hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        if n_ou < 0:
+            raise ValueError(f"n_ou must be >= 0, got {n_ou}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if not 0.0 < hurst < 1.0:
+            raise ValueError(f"hurst must lie in (0, 1), got {hurst}")
+        if drift not in ("ou", "mlp", "ou+mlp", "zero"):
+            raise ValueError(f"drift must be 'ou', 'mlp', 'ou+mlp' or 'zero', got {drift!r}")
+        if diffusion not in ("constant", "mlp"):
+            raise ValueError(f"diffusion must be 'constant' or 'mlp', got {diffusion!r}")
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        if horizon <= 0:
+            raise ValueError(f"horizon must be positive, got {horizon}")
+        self.white = bool(white) or n_ou == 0
+        self.dim, self.kind = dim, kind
+        self.n_ou = 0 if self.white else n_ou
+        self.gamma_max, self.horizon = float(gamma_max), float(horizon)
+        raw_h = torch.tensor(inverse_sigmoid(0.5 if self.white else hurst))
+        if learn_hurst and not self.white:
+            self.hurst_raw = nn.Parameter(raw_h)
+        else:
+            self.register_buffer("hurst_raw", raw_h)
+        self.drift_kind, self.diffusion_kind = drift, diffusion
+        theta_t = torch.full((dim,), float(theta))
+        if learn_theta:
+            self.theta = nn.Parameter(theta_t)
+        else:
+            self.register_buffer("theta", theta_t)
+        self.drift_net = MLP(dim + 2, dim, drift_hidden, 2, "tanh", zero_last=True) if "mlp" in drift else None
+        sig = torch.full((dim,), inverse_softplus(float(sigma)))
+        if diffusion == "mlp":
+            self.sigma_net = MLP(dim, dim, drift_hidden, 1, "tanh")
+            nn.init.zeros_(self.sigma_net[-1].weight)
+            with torch.no_grad():
+                self.sigma_net[-1].bias.copy_(sig)
+        elif learn_sigma:
+            self.sigma_raw = nn.Parameter(sig)
+        else:
+            self.register_buffer("sigma_raw", sig)
+        gammas = None if self.white else MarkovFBM(0.5, self.n_ou, self.gamma_max, self.horizon, kind).gammas
+        self.control = ControlNet(dim, self.n_ou, context_dim, control_hidden, control_depth, gammas=gammas,
+                                  kind=control)
+
+    # -- prior ------------------------------------------------------------------------------
+    @property
+    def hurst(self) -> Tensor:
+        """$H = \\mathrm{sigmoid}(h)$ (0.5 for the Brownian baseline)."""
+        return torch.sigmoid(self.hurst_raw)
+
+    def markov(self) -> MarkovFBM | None:
+        """The :class:`MarkovFBM` at the current Hurst index (None when white)."""
+        if self.white:
+            return None
+        return MarkovFBM(self.hurst, self.n_ou, self.gamma_max, self.horizon, self.kind)
+
+    def drift(self, t: Tensor, x: Tensor) -> Tensor:
+        """Prior drift $b(t, x)$: ``(batch, d)``."""
+        out = torch.zeros_like(x)
+        if "ou" in self.drift_kind:
+            out = out - self.theta.to(x) * x
+        if self.drift_net is not None:
+            out = out + self.drift_net(torch.cat([x, time_features(t, x.shape[0], x)], dim=-1))
+        return out
+
+    def diffusion(self, t: Tensor, x: Tensor) -> Tensor:
+        """Diagonal diffusion $\\sigma(t, x) > 0$: ``(batch, d)``."""
+        if self.diffusion_kind == "mlp":
+            return F.softplus(self.sigma_net(x)) + 1e-4
+        return F.softplus(self.sigma_raw.to(x)).expand_as(x)
+
+    def build_sde(self, posterior: bool = True, context: Callable | None = None,
+                  control_until: float | None = None) -> AugmentedFractionalSDE:
+        """The augmented SDE with the current $H$ (weights recomputed, differentiable in $H$).
+
+        ``control_until``: switch the control off (prior dynamics) for ``t > control_until``,
+        e.g. to predict beyond the conditioning frames.
+        """
+        m = self.markov()
+        if m is None:
+            gammas = omegas = self.hurst_raw.new_zeros(0)
+        else:
+            gammas, omegas = m.gammas, m.omegas
+        control = self.control if posterior else None
+        if posterior and control_until is not None:
+            net = self.control
+
+            def control(t, x, y, c):
+                return net(t, x, y, c) * (torch.as_tensor(t) <= control_until).to(x)
+
+        return AugmentedFractionalSDE(
+            self.drift, self.diffusion, gammas, omegas, self.dim, control=control, context=context,
+            constant_diffusion=self.diffusion_kind == "constant",
+        )
+
+    def initial_ou_state(self, batch: int, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """$Y(0)$: ``(batch, d, K)``, stationary (type I) or zero (type II)."""
+        m = self.markov()
+        if m is None:
+            return like.new_zeros(batch, self.dim, 0)
+        return m.initial_state((batch, self.dim), generator=generator, dtype=like.dtype, device=like.device)
+
+    def simulate(
+        self,
+        x0: Tensor,
+        ts: Tensor,
+        dt: float,
+        posterior: bool = True,
+        context: Callable | None = None,
+        generator: torch.Generator | None = None,
+        method: str = "euler",
+        control_until: float | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Integrate the augmented SDE from ``x0`` over ``ts`` with the shared solver.
+
+        Args:
+            x0: ``(batch, d)`` initial values.
+            ts: ``(T,)`` output times, ``ts[0]`` the start.
+            dt: Euler step (``gamma_max * dt <= 0.5`` is enforced).
+            posterior: use the control (else the prior, u = 0).
+            context: ``context(t, x) -> (batch, c)`` for the control.
+            generator: random generator for Y(0) and the Brownian increments.
+            method: solver method of :func:`probgen.sde.sdeint` ("euler").
+            control_until: prior dynamics after this time (see :meth:`build_sde`).
+
+        Returns:
+            ``xs: (T, batch, d)``, ``ys: (T, batch, d, K)``, path KL ``(batch,)`` $= \\tfrac12\\int |u|^2 dt$.
+        """
+        m = self.markov()
+        if m is not None:
+            m.check_dt(dt)
+        sde = self.build_sde(posterior, context, control_until)
+        z0 = sde.initial_state(x0, self.initial_ou_state(x0.shape[0], x0, generator))
+        zs = sdeint(sde, z0, ts, method=method, dt=dt, generator=generator)
+        xs, ys, kl = split_state(zs, self.dim, self.n_ou)
+        return xs, ys, kl[-1]
+
+
+def gaussian_log_likelihood(obs: Tensor, pred: Tensor, std: Tensor | float) -> Tensor:
+    """$\\sum \\log \\mathcal N(\\text{obs}; \\text{pred}, \\text{std}^2)$ over all but the batch dimension.
+
+    Args:
+        obs, pred: ``(batch, ...)``.
+        std: scalar or broadcastable positive std.
+
+    Returns:
+        ``(batch,)``.
+    """
+    std = torch.as_tensor(std, dtype=pred.dtype, device=pred.device)
+    ll = -0.5 * ((obs - pred) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    return ll.flatten(1).sum(-1)
+
+
+def next_observation_context(times: Tensor, values: Tensor, dt: float) -> Callable[[Tensor, Tensor], Tensor]:
+    """Context for a control that steers toward observed values: ``[v_next - x, t_next - t]``.
+
+    Args:
+        times: ``(n,)`` observation times.
+        values: ``(batch, n, d)`` observed values.
+        dt: the solver step (times within ``dt / 2`` of an observation count as past it).
+
+    Returns:
+        ``context(t, x) -> (batch, d + 1)``.
+    """
+
+    def context(t: Tensor, x: Tensor) -> Tensor:
+        t = torch.as_tensor(t, dtype=times.dtype, device=times.device).reshape(1)
+        idx = torch.searchsorted(times, t + 0.5 * dt).clamp_max(times.numel() - 1)
+        v_next = values[:, idx[0]]
+        gap = (times[idx] - t).to(x).expand(x.shape[0], 1)
+        return torch.cat([v_next - x, gap], dim=-1)
+
+    return context

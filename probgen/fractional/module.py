@@ -1,0 +1,293 @@
+"""LightningModules of the fractional family: ``FractionalSDE`` and ``LatentFractionalSDE``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from probgen.base import ProbgenModule
+from probgen.fractional.latent import VideoDecoder, VideoEncoder, frame_context
+from probgen.fractional.model import NeuralFractionalSDE, gaussian_log_likelihood, next_observation_context
+
+__all__ = ["FractionalSDE", "LatentFractionalSDE"]
+
+
+def _hurst_param_groups(model: NeuralFractionalSDE, lr: float, hurst_lr: float | None) -> list[dict]:
+    hurst = [p for n, p in model.named_parameters() if n == "hurst_raw"]
+    rest = [p for n, p in model.named_parameters() if n != "hurst_raw"]
+    groups = [{"params": rest, "lr": lr}]
+    if hurst:
+        groups.append({"params": hurst, "lr": hurst_lr if hurst_lr is not None else lr})
+    return groups
+
+
+class FractionalSDE(ProbgenModule):
+    r"""A fractional-noise SDE fitted to observed paths or bridges by variational inference.
+
+    Prior $dX = b\,dt + \sigma\,d\hat B_H$ with $\hat B_H$ the Markov approximation
+    (:class:`probgen.sde.MarkovFBM`), posterior control $u$; maximises the ELBO (Daems et al.
+    2024, Eq. 16) $\sum_i \log \mathcal N(y_i; X(t_i), s^2) - \tfrac12\int |u|^2 dt$.
+    Batches are ``(values (B, n, d), times (B, n))`` with ``times > 0``; $X(0) = x_0$.
+
+    Args:
+        dim: dimension d of X.
+        n_ou, gamma_max, horizon, kind, white: the Markov approximation (see ``MarkovFBM``);
+            ``white=True`` or ``n_ou=0`` is the Brownian baseline.
+        hurst, learn_hurst: initial Hurst index and whether to learn it (via a sigmoid).
+        drift, theta, learn_theta, diffusion, sigma, learn_sigma: the prior
+            (see :class:`~probgen.fractional.model.NeuralFractionalSDE`).
+        control: ``"mlp"`` (an MLP of $[\sin t, \cos t, x, y, c]$, the paper's) or ``"affine"``
+            (affine in $[x, y, c]$ with MLP coefficients of $[\sin t, \cos t, c]$: the optimal
+            control's form for linear-Gaussian priors; see ``ControlNet``).
+        control_hidden, control_depth: control network sizes.
+        context: ``"none"`` (one fixed conditioning, e.g. a bridge: ``sample`` then draws
+            posterior paths) or ``"next_obs"`` (the control sees the next observation;
+            ``sample`` draws from the learnt prior).
+        x0: the known initial value.
+        obs_std: observation noise std $s$.
+        dt: Euler step of the shared solver.
+        lr, hurst_lr: Adam learning rates (``hurst_lr`` for the Hurst logit; default ``lr``).
+        sample_points: grid points of ``sample``'s paths over ``[0, horizon]``.
+    """
+
+    def __init__(
+        self,
+        dim: int = 1,
+        n_ou: int = 5,
+        gamma_max: float = 20.0,
+        horizon: float = 1.0,
+        kind: str = "type1",
+        white: bool = False,
+        hurst: float = 0.5,
+        learn_hurst: bool = True,
+        drift: str = "ou",
+        theta: float = 0.0,
+        learn_theta: bool = False,
+        diffusion: str = "constant",
+        sigma: float = 1.0,
+        learn_sigma: bool = False,
+        control: str = "mlp",
+        control_hidden: int = 64,
+        control_depth: int = 2,
+        context: str = "none",
+        x0: float = 0.0,
+        obs_std: float = 0.1,
+        dt: float = 0.01,
+        lr: float = 1e-3,
+        hurst_lr: float | None = None,
+        sample_points: int = 101,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if context not in ("none", "next_obs"):
+            raise ValueError(f"context must be 'none' or 'next_obs', got {context!r}")
+        if obs_std <= 0:
+            raise ValueError(f"obs_std must be positive, got {obs_std}")
+        self.sde = NeuralFractionalSDE(
+            dim=dim, n_ou=n_ou, gamma_max=gamma_max, horizon=horizon, kind=kind, white=white, hurst=hurst,
+            learn_hurst=learn_hurst, drift=drift, theta=theta, learn_theta=learn_theta, diffusion=diffusion,
+            sigma=sigma, learn_sigma=learn_sigma, context_dim=dim + 1 if context == "next_obs" else 0,
+            control=control, control_hidden=control_hidden, control_depth=control_depth,
+        )
+
+    def elbo(self, values: Tensor, times: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Per-path ELBO terms.
+
+        Args:
+            values: ``(B, n, d)`` observations; times: ``(n,)`` or ``(B, n)`` (shared) times > 0.
+            generator: optional generator.
+
+        Returns:
+            dict with ``elbo``, ``log_lik``, ``kl`` (each ``(B,)``) and ``xs (n + 1, B, d)``.
+        """
+        if times.dim() == 2:
+            times = times[0]
+        hp = self.hparams
+        ts = torch.cat([times.new_zeros(1), times]).to(values)
+        x0 = torch.full((values.shape[0], hp.dim), float(hp.x0), dtype=values.dtype, device=values.device)
+        context = next_observation_context(times.to(values), values, hp.dt) if hp.context == "next_obs" else None
+        xs, _, kl = self.sde.simulate(x0, ts, hp.dt, posterior=True, context=context, generator=generator)
+        log_lik = gaussian_log_likelihood(values, xs[1:].transpose(0, 1), hp.obs_std)
+        return {"elbo": log_lik - kl, "log_lik": log_lik, "kl": kl, "xs": xs}
+
+    def _log_params(self, prefix: str) -> None:
+        self.log(f"{prefix}/hurst", self.sde.hurst.detach())
+        if self.hparams.drift in ("ou", "ou+mlp"):
+            self.log(f"{prefix}/theta", self.sde.theta.detach().mean())
+        if self.hparams.diffusion == "constant":
+            self.log(f"{prefix}/sigma", torch.nn.functional.softplus(self.sde.sigma_raw.detach()).mean())
+
+    def training_step(self, batch, batch_idx):
+        values, times = batch
+        out = self.elbo(values, times)
+        loss = -out["elbo"].mean()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/kl", out["kl"].mean())
+        self._log_params("train")
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        values, times = batch
+        out = self.elbo(values, times)
+        self.log("val/elbo", out["elbo"].mean(), prog_bar=True)
+        self._log_params("val")
+
+    def test_step(self, batch, batch_idx):
+        values, times = batch
+        self.log("test/elbo", self.elbo(values, times)["elbo"].mean())
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(_hurst_param_groups(self.sde, self.hparams.lr, self.hparams.hurst_lr))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Paths ``(num_samples, sample_points, d)`` on ``[0, horizon]``: posterior for ``context="none"``, else prior."""
+        if num_samples <= 0:
+            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        hp = self.hparams
+        dtype = self.sde.hurst_raw.dtype
+        ts = torch.linspace(0.0, hp.horizon, hp.sample_points, dtype=dtype, device=self.device)
+        x0 = torch.full((num_samples, hp.dim), float(hp.x0), dtype=dtype, device=self.device)
+        xs, _, _ = self.sde.simulate(x0, ts, hp.dt, posterior=hp.context == "none", generator=generator)
+        return xs.transpose(0, 1)
+
+
+class LatentFractionalSDE(ProbgenModule):
+    r"""Latent video model: encoder -> latent fractional SDE -> decoder (Daems et al. 2024, Sec. 5.3).
+
+    ELBO per video: $\sum_i \log \mathcal N(\text{frame}_i; \text{dec}(X_{t_i}, w), s^2)
+    - \mathrm{KL}(q(x_0) \| \mathcal N(0, I)) - \tfrac12 \int |u|^2 dt$.
+    Batches are ``(videos (B, T, C, C), times (B, T))`` with ``times[:, 0] = 0``.
+
+    Args:
+        latent_dim: d of the latent SDE.
+        n_ou, gamma_max, kind, white, hurst, learn_hurst: the fractional noise.
+        horizon: time of the last frame (the weights' L2 horizon).
+        hidden, context_dim, content_dim: encoder/decoder sizes.
+        control_hidden: width of the control MLP.
+        obs_std: pixel noise std $s$.
+        dt: Euler step.
+        num_cond_frames: frames seen by the control when predicting (``predict``/test MSE).
+        lr, hurst_lr: Adam learning rates.
+        frame_size: canvas side (for ``sample``).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 4,
+        n_ou: int = 5,
+        gamma_max: float = 10.0,
+        horizon: float = 1.1,
+        kind: str = "type1",
+        white: bool = False,
+        hurst: float = 0.5,
+        learn_hurst: bool = True,
+        hidden: int = 128,
+        context_dim: int = 16,
+        content_dim: int = 16,
+        control_hidden: int = 64,
+        obs_std: float = 0.1,
+        dt: float = 0.02,
+        num_cond_frames: int = 6,
+        lr: float = 1e-3,
+        hurst_lr: float | None = None,
+        frame_size: int = 16,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        pixels = frame_size * frame_size
+        self.encoder = VideoEncoder(pixels, latent_dim, hidden, context_dim, content_dim)
+        self.decoder = VideoDecoder(latent_dim, content_dim, pixels, hidden)
+        self.sde = NeuralFractionalSDE(
+            dim=latent_dim, n_ou=n_ou, gamma_max=gamma_max, horizon=horizon, kind=kind, white=white,
+            hurst=hurst, learn_hurst=learn_hurst, drift="mlp", diffusion="constant", sigma=1.0,
+            learn_sigma=True, context_dim=context_dim, control_hidden=control_hidden,
+        )
+
+    def forward_video(self, videos: Tensor, times: Tensor, num_cond: int | None = None,
+                      generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Encode, simulate the latent SDE and decode.
+
+        Args:
+            videos: ``(B, T, C, C)``; times: ``(T,)`` or ``(B, T)`` frame times from 0.
+            num_cond: if given, only the first ``num_cond`` frames are encoded and the control
+                is switched off after the last of them (prediction).
+
+        Returns:
+            dict with ``recon (B, T, C, C)``, ``elbo``, ``log_lik``, ``kl_x0``, ``kl_path`` (``(B,)``).
+        """
+        if times.dim() == 2:
+            times = times[0]
+        hp = self.hparams
+        b, t = videos.shape[:2]
+        frames = videos.reshape(b, t, -1)
+        seen = frames if num_cond is None else frames[:, :num_cond]
+        context, content, mean, logvar = self.encoder(seen)
+        std = torch.exp(0.5 * logvar)
+        eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device, generator=generator)
+        x0 = mean + std * eps
+        kl_x0 = 0.5 * (mean**2 + std**2 - 1 - logvar).sum(-1)
+        ctimes = times[: seen.shape[1]].to(frames)
+        until = None if num_cond is None else float(times[num_cond - 1])
+        xs, _, kl_path = self.sde.simulate(
+            x0, times.to(frames), hp.dt, posterior=True, context=frame_context(ctimes, context, hp.dt),
+            generator=generator, control_until=until,
+        )
+        recon = self.decoder(xs.transpose(0, 1), content.unsqueeze(1))  # (B, T, P)
+        log_lik = gaussian_log_likelihood(frames, recon, hp.obs_std)
+        return {
+            "recon": recon.reshape(videos.shape),
+            "elbo": log_lik - kl_x0 - kl_path,
+            "log_lik": log_lik,
+            "kl_x0": kl_x0,
+            "kl_path": kl_path,
+        }
+
+    def training_step(self, batch, batch_idx):
+        videos, times = batch
+        out = self.forward_video(videos, times)
+        loss = -out["elbo"].mean() / videos.shape[1]
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/hurst", self.sde.hurst.detach())
+        return loss
+
+    def _eval(self, batch, prefix: str) -> None:
+        videos, times = batch
+        out = self.forward_video(videos, times)
+        k = self.hparams.num_cond_frames
+        pred = self.forward_video(videos, times, num_cond=k)["recon"]
+        self.log(f"{prefix}/elbo", out["elbo"].mean(), prog_bar=True)
+        self.log(f"{prefix}/recon_mse", ((out["recon"] - videos) ** 2).mean())
+        self.log(f"{prefix}/pred_mse", ((pred[:, k:] - videos[:, k:]) ** 2).mean())
+        self.log(f"{prefix}/hurst", self.sde.hurst.detach())
+
+    def validation_step(self, batch, batch_idx):
+        self._eval(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval(batch, "test")
+
+    def configure_optimizers(self):
+        groups = _hurst_param_groups(self.sde, self.hparams.lr, self.hparams.hurst_lr)
+        groups[0]["params"] = groups[0]["params"] + list(self.encoder.parameters()) + list(self.decoder.parameters())
+        return torch.optim.Adam(groups)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: torch.Generator | None = None, num_frames: int = 12) -> Tensor:
+        """Unconditional videos ``(num_samples, num_frames, C, C)``: $x_0 \\sim N(0, I)$ and prior latent paths.
+
+        The content code, which the model infers from frames but does not model, is drawn from
+        $N(0, I)$, so the samples' appearance is rough; for conditional prediction use
+        ``forward_video(videos, times, num_cond=k)``.
+        """
+        if num_samples <= 0:
+            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        hp = self.hparams
+        dtype = self.sde.hurst_raw.dtype
+        frame_dt = hp.horizon / (num_frames - 1)
+        ts = torch.arange(num_frames, dtype=dtype, device=self.device) * frame_dt
+        x0 = torch.randn(num_samples, hp.latent_dim, dtype=dtype, device=self.device, generator=generator)
+        content = torch.randn(num_samples, 1, hp.content_dim, dtype=dtype, device=self.device, generator=generator)
+        xs, _, _ = self.sde.simulate(x0, ts, hp.dt, posterior=False, generator=generator)
+        frames = self.decoder(xs.transpose(0, 1), content)
+        return frames.reshape(num_samples, num_frames, hp.frame_size, hp.frame_size)

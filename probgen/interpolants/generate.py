@@ -1,0 +1,178 @@
+"""Generation with a learnt interpolant: probability-flow ODE and forward/backward SDEs.
+
+Albergo, Boffi & Vanden-Eijnden (2023), Sec. 2.2: for any diffusion $\\epsilon(t) \\ge 0$ the
+density $\\rho_t$ of $x_t$ solves both the transport equation of the ODE
+
+$$\\dot X_t = b(t, X_t)$$
+
+and the forward and backward Fokker-Planck equations of
+
+$$dX^F_t = [b + \\epsilon s](t, X^F_t)\\,dt + \\sqrt{2\\epsilon(t)}\\,dW_t \\quad (\\text{solved forward from } \\rho_0),$$
+$$dX^B_t = [b - \\epsilon s](t, X^B_t)\\,dt + \\sqrt{2\\epsilon(t)}\\,d\\bar W_t \\quad (\\text{solved backward from } \\rho_1).$$
+
+All time stepping is :func:`probgen.sde.odeint` / :func:`probgen.sde.sdeint`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from probgen.sde import odeint, sdeint
+
+__all__ = ["generate", "ODE_SOLVERS", "SDE_SOLVERS"]
+
+ODE_SOLVERS = ("euler", "heun", "rk4", "dopri5")
+SDE_SOLVERS = ("euler", "heun")
+Field = Callable[[Tensor, Tensor], Tensor]
+
+
+def _check_common(x: Tensor, steps, t_span) -> tuple[float, float]:
+    if not isinstance(x, Tensor) or x.dim() < 2:
+        raise ValueError(f"the initial state must be a tensor (batch, *event), got {getattr(x, 'shape', type(x))}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    t0, t1 = (float(v) for v in t_span)
+    if not 0.0 <= t0 < t1 <= 1.0:
+        raise ValueError(f"t_span must satisfy 0 <= t0 < t1 <= 1, got {t_span!r}")
+    return t0, t1
+
+
+def _eps_fn(eps) -> Callable[[Tensor], Tensor | float]:
+    if callable(eps):
+        return eps
+    if not isinstance(eps, (int, float)) or eps < 0:
+        raise ValueError(f"eps must be a float >= 0 or a callable eps(t), got {eps!r}")
+    value = float(eps)
+    return lambda t: value
+
+
+class _Flat:
+    """Calls a field on the event shape while a solver sees ``(batch, d)`` and a 0-dim ``t``."""
+
+    def __init__(self, field: Field, shape: torch.Size, time_map: Callable[[Tensor], Tensor]) -> None:
+        self.field, self.shape, self.time_map = field, shape, time_map
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        tt = self.time_map(t).expand(y.shape[0])
+        return self.field(tt, y.reshape(y.shape[0], *self.shape)).reshape(y.shape[0], -1)
+
+
+class _InterpolantSDE:
+    """$dY = \\pm[b \\pm \\epsilon s](t(\\tau), Y) d\\tau + \\sqrt{2\\epsilon}\\, dW$ in solver time $\\tau$."""
+
+    noise_type = "diagonal"
+
+    def __init__(self, velocity: _Flat, score: _Flat, eps, time_map, sign: float, sde_type: str, counter: list[int]) -> None:
+        self.velocity, self.score, self.eps = velocity, score, eps
+        self.time_map, self.sign, self.sde_type, self.counter = time_map, sign, sde_type, counter
+
+    def f_and_g(self, tau: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        self.counter[0] += 1
+        t = self.time_map(tau)
+        eps = torch.as_tensor(self.eps(t), dtype=y.dtype, device=y.device)
+        b = self.velocity(tau, y)
+        drift = b if float(eps) == 0.0 else b + self.sign * eps * self.score(tau, y)
+        direction = 1.0 if self.sign > 0 else -1.0
+        return direction * drift, torch.sqrt(2.0 * eps).expand_as(y)
+
+    def f(self, tau, y):
+        return self.f_and_g(tau, y)[0]
+
+    def g(self, tau, y):
+        return self.f_and_g(tau, y)[1]
+
+
+def generate(
+    velocity: Field,
+    x0: Tensor,
+    steps: int = 100,
+    method: str = "ode",
+    score: Field | None = None,
+    eps: float | Callable[[Tensor], Tensor | float] = 0.0,
+    *,
+    solver: str | None = None,
+    direction: str = "forward",
+    t_span: tuple[float, float] = (0.0, 1.0),
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    generator: torch.Generator | None = None,
+    return_nfe: bool = False,
+) -> Tensor | tuple[Tensor, int]:
+    """Push samples through the probability-flow ODE or the forward / backward SDE.
+
+    Args:
+        velocity: $b(t, x)$, ``t: (batch,)``, ``x: (batch, *event)`` -> ``(batch, *event)``.
+        x0: initial samples ``(batch, *event)``: from $\\rho_0$ (``direction="forward"``) or
+            $\\rho_1$ (``"backward"``).
+        steps: number of fixed steps over ``t_span`` (ignored by ``dopri5``).
+        method: ``"ode"`` or ``"sde"``.
+        score: $s(t, x)$, required when ``method="sde"`` and ``eps`` is not zero.
+        eps: diffusion $\\epsilon(t) \\ge 0$, a float or a callable of a 0-dim time tensor.
+        solver: ODE: ``"euler"``, ``"heun"``, ``"rk4"`` (default), ``"dopri5"``; SDE:
+            ``"euler"`` (Euler-Maruyama, default) or ``"heun"`` (the noise is additive, so the
+            Stratonovich Heun scheme solves the same equation).
+        direction: ``"forward"`` ($t_0 \\to t_1$, base to data) or ``"backward"`` (data to base).
+        t_span: the time interval $[t_0, t_1] \\subseteq [0, 1]$; keep it inside
+            ``Interpolant.t_bounds`` when a field is singular at the ends.
+        rtol, atol: tolerances of ``dopri5``.
+        generator: random generator of the SDE noise.
+        return_nfe: also return the number of drift evaluations (each one evaluates $b$ and,
+            for the SDE with $\\epsilon \\neq 0$, $s$ once).
+
+    Returns:
+        The samples at the end time ``(batch, *event)``, or ``(samples, nfe)``.
+
+    Raises:
+        ValueError: bad ``method``, ``solver``, ``direction``, ``steps``, ``t_span``, ``eps``, or
+            a missing ``score``.
+        SolverDivergedError: the solve produced NaN/inf.
+    """
+    t0, t1 = _check_common(x0, steps, t_span)
+    if method not in ("ode", "sde"):
+        raise ValueError(f"method must be 'ode' or 'sde', got {method!r}")
+    if direction not in ("forward", "backward"):
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+    if not callable(velocity):
+        raise TypeError(f"velocity must be callable, got {type(velocity).__name__}")
+    shape, batch = x0.shape[1:], x0.shape[0]
+    y0 = x0.reshape(batch, -1)
+    dt = (t1 - t0) / steps
+    if method == "ode":
+        solver = solver or "rk4"
+        if solver not in ODE_SOLVERS:
+            raise ValueError(f"ODE solver must be one of {ODE_SOLVERS}, got {solver!r}")
+        func = _Flat(velocity, shape, lambda t: t)
+        ts = [t0, t1] if direction == "forward" else [t1, t0]
+        if solver == "dopri5":
+            ys, nfe = odeint(func, y0, ts, method="dopri5", rtol=rtol, atol=atol, return_nfe=True)
+        else:
+            ys, nfe = odeint(func, y0, ts, method=solver, dt=dt, return_nfe=True)
+        out = ys[-1].reshape(x0.shape)
+        return (out, int(nfe)) if return_nfe else out
+
+    solver = solver or "euler"
+    if solver not in SDE_SOLVERS:
+        raise ValueError(f"SDE solver must be one of {SDE_SOLVERS}, got {solver!r}")
+    eps_fn = _eps_fn(eps)
+    if score is None and not (isinstance(eps, (int, float)) and eps == 0):
+        raise ValueError("method='sde' with eps != 0 needs the score s(t, x): pass score=...")
+    # Solver time tau runs forward over [0, t1 - t0]; physical time t = t0 + tau (forward)
+    # or t1 - tau (backward).
+    time_map = (lambda tau: t0 + tau) if direction == "forward" else (lambda tau: t1 - tau)
+    sign = 1.0 if direction == "forward" else -1.0
+    counter = [0]
+    sde = _InterpolantSDE(
+        _Flat(velocity, shape, time_map),
+        _Flat(score, shape, time_map) if score is not None else None,
+        eps_fn,
+        time_map,
+        sign,
+        "ito" if solver == "euler" else "stratonovich",
+        counter,
+    )
+    ys = sdeint(sde, y0, [0.0, t1 - t0], method=solver, dt=dt, generator=generator)
+    out = ys[-1].reshape(x0.shape)
+    return (out, counter[0]) if return_nfe else out

@@ -1,0 +1,350 @@
+"""``StochasticInterpolant``: the LightningModule of the interpolants family."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from probgen.base import ProbgenModule
+from probgen.interpolants.couplings import make_coupling
+from probgen.interpolants.generate import generate
+from probgen.interpolants.likelihood import bits_per_dim, log_likelihood
+from probgen.interpolants.networks import TimeMLP
+from probgen.interpolants.objectives import make_objective
+from probgen.interpolants.paths import Interpolant
+
+__all__ = ["StochasticInterpolant", "GaussianBase"]
+
+
+class GaussianBase:
+    """$N(0, \\sigma^2 I_d)$ with ``sample`` and ``log_prob``."""
+
+    def __init__(self, dim: int, scale: float = 1.0) -> None:
+        if scale <= 0:
+            raise ValueError(f"base scale must be > 0, got {scale}")
+        self.dim, self.scale = dim, float(scale)
+
+    def sample(self, n: int, generator=None, dtype=torch.float32, device="cpu") -> Tensor:
+        return self.scale * torch.randn(n, self.dim, generator=generator, dtype=dtype, device=device)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        x = x.reshape(x.shape[0], -1)
+        return -0.5 * (x / self.scale).pow(2).sum(-1) - self.dim * (math.log(self.scale) + 0.5 * math.log(2 * math.pi))
+
+
+class _DensityBase:
+    """A :mod:`probgen.data.toy2d` density as the base $\\rho_0$ (sampled on the CPU)."""
+
+    def __init__(self, density) -> None:
+        self.density, self.dim = density, density.dim
+
+    def sample(self, n: int, generator=None, dtype=torch.float32, device="cpu") -> Tensor:
+        if generator is not None and generator.device.type != "cpu":
+            generator = None
+        return self.density.sample(n, generator=generator).to(device=device, dtype=dtype)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return self.density.log_prob(x.reshape(x.shape[0], -1))
+
+
+class StochasticInterpolant(ProbgenModule):
+    """A generative model from a stochastic interpolant between a base $\\rho_0$ and the data.
+
+    Every choice is a plain value so that YAML configs and checkpoints carry it.
+
+    Args:
+        dim: data dimension (images are flattened).
+        hidden_dims: hidden widths of the :class:`~probgen.interpolants.networks.TimeMLP`
+            (default ``[256, 256, 256]``).
+        activation: its activation.
+        time_frequencies: its Fourier time features.
+        path, gamma, gamma_scale: the :class:`~probgen.interpolants.Interpolant`.
+        objective: ``"velocity"``, ``"score"``, ``"denoiser"``, ``"velocity_score"``,
+            ``"velocity_denoiser"`` (see :mod:`probgen.interpolants.objectives`).
+        antithetic: antithetic noise in the loss.
+        base: ``"gaussian"`` ($N(0, \\sigma^2 I)$, $\\sigma$ = ``base_scale``) or a toy density name
+            from :mod:`probgen.data.toy2d` (a non-Gaussian base, two-sided paths only).
+        base_kwargs: passed to the toy density.
+        base_scale: $\\sigma$ of the Gaussian base.
+        coupling: ``"independent"`` or ``"ot"`` (minibatch optimal transport).
+        t_min, t_max: training times are uniform on ``[t_min, t_max]``; None takes the
+            interpolant's ``t_bounds``. Sampling and likelihood use the same interval.
+        lr, weight_decay: AdamW.
+        lr_schedule: ``"cosine"`` (to ``lr_min_ratio * lr`` at the last step, after
+            ``warmup_steps`` linear warm-up) or ``"constant"``.
+        warmup_steps, lr_min_ratio: see ``lr_schedule``.
+        grad_clip: clip the gradient norm to this value (0: off).
+        ema_decay: decay of the exponential moving average of the weights (0: off); the EMA
+            weights are saved in the checkpoint and used by :meth:`sample`, validation and test.
+        sample_method, sample_solver, sample_steps, sample_eps: how :meth:`sample` generates
+            (see :func:`~probgen.interpolants.generate`).
+        sample_eps_schedule: ``"constant"`` ($\epsilon(t) = \epsilon_0$) or ``"vanishing"``
+            ($\epsilon(t) = \epsilon_0 (1 - t)$, which tames $\epsilon s$ where the score is
+            singular at the data end, e.g. a score from the velocity of a one-sided path).
+        nll_solver, nll_steps, nll_divergence, nll_num_probes: how validation/test compute
+            $-\\log\\rho_1$ (see :func:`~probgen.interpolants.log_likelihood`).
+        val_nll_samples: validation NLL on the first this many points of the first val batch
+            (0: off). Test NLL uses the whole test split.
+        bpd_scale: if set, also log bits/dim for data $y = a u + c$ with $a$ = ``bpd_scale``
+            ($u$ the dequantised integer data; digits centred on [-1, 1]: $a = 2/17$).
+        plot_every_n_val: write a sample PNG under the logger's folder every this many
+            validation runs (0: never).
+        num_plot_samples: samples per PNG.
+    """
+
+    def __init__(
+        self,
+        dim: int = 2,
+        hidden_dims: list[int] | None = None,
+        activation: str = "silu",
+        time_frequencies: int = 8,
+        path: str = "linear",
+        gamma: str = "zero",
+        gamma_scale: float = 1.0,
+        objective: str = "velocity",
+        antithetic: bool = False,
+        base: str = "gaussian",
+        base_kwargs: dict | None = None,
+        base_scale: float = 1.0,
+        coupling: str = "independent",
+        t_min: float | None = None,
+        t_max: float | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "cosine",
+        warmup_steps: int = 0,
+        lr_min_ratio: float = 0.01,
+        grad_clip: float = 0.0,
+        ema_decay: float = 0.999,
+        sample_method: str = "ode",
+        sample_solver: str = "rk4",
+        sample_steps: int = 100,
+        sample_eps: float = 0.0,
+        sample_eps_schedule: str = "constant",
+        nll_solver: str = "rk4",
+        nll_steps: int = 50,
+        nll_divergence: str = "exact",
+        nll_num_probes: int = 1,
+        val_nll_samples: int = 2000,
+        bpd_scale: float | None = None,
+        plot_every_n_val: int = 1,
+        num_plot_samples: int = 4000,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        hidden_dims = [256, 256, 256] if hidden_dims is None else list(hidden_dims)
+        self.interpolant = Interpolant(path=path, gamma=gamma, gamma_scale=gamma_scale)
+        self.objective = make_objective(objective, antithetic=antithetic)
+        self.coupling = make_coupling(coupling)
+        if base == "gaussian":
+            self.base = GaussianBase(dim, base_scale)
+        else:
+            from probgen.data.toy2d import make_density
+
+            self.base = _DensityBase(make_density(base, **(base_kwargs or {})))
+            if self.base.dim != dim:
+                raise ValueError(f"base {base!r} has dimension {self.base.dim}, but dim={dim}")
+            if self.interpolant.kind == "one_sided":
+                raise ValueError(f"a one-sided path ({path!r}) needs base='gaussian', got base={base!r}")
+        if self.interpolant.kind == "one_sided" and (base_scale != 1.0):
+            raise ValueError(f"a one-sided path treats x0 as N(0, I) noise: base_scale must be 1, got {base_scale}")
+        if coupling != "independent" and self.interpolant.kind == "one_sided" and self.objective.needs_independent_noise:
+            raise ValueError(
+                f"coupling={coupling!r} makes x0 depend on x1, but objective {objective!r} on a one-sided path "
+                "treats x0 as independent noise: use objective='velocity' or coupling='independent'"
+            )
+        lo, hi = self.interpolant.t_bounds
+        self.t_min = lo if t_min is None else float(t_min)
+        self.t_max = hi if t_max is None else float(t_max)
+        if not 0.0 <= self.t_min < self.t_max <= 1.0:
+            raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}")
+        for name, value, allowed in (
+            ("lr_schedule", lr_schedule, ("cosine", "constant")),
+            ("sample_method", sample_method, ("ode", "sde")),
+            ("sample_eps_schedule", sample_eps_schedule, ("constant", "vanishing")),
+            ("nll_divergence", nll_divergence, ("exact", "hutchinson")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.dim = dim
+        self.outputs = self.objective.outputs
+        self.net = TimeMLP(dim, dim * len(self.outputs), hidden_dims, activation, time_frequencies)
+        self.ema_net = copy.deepcopy(self.net).requires_grad_(False) if ema_decay > 0 else None
+        self._val_runs = 0
+
+    # ------------------------------------------------------------------------------ fields
+    def fields(self, net: torch.nn.Module):
+        """``fields(t, x) -> {name: (batch, *event)}`` from a network's stacked outputs."""
+        names = self.outputs
+
+        def call(t: Tensor, x: Tensor) -> dict[str, Tensor]:
+            out = net(t, x)
+            return {n: o.reshape(x.shape) for n, o in zip(names, out.split(self.dim, dim=-1))}
+
+        return call
+
+    def _eval_net(self) -> torch.nn.Module:
+        return self.ema_net if self.ema_net is not None else self.net
+
+    def velocity_field(self, ema: bool = True):
+        """The drift $b(t, x)$ of the trained model (EMA weights by default)."""
+        net = self._eval_net() if ema else self.net
+        return self.objective.velocity(self.fields(net), self.interpolant)
+
+    def score_field(self, ema: bool = True):
+        """The score $s(t, x)$ if the objective identifies it, else None."""
+        net = self._eval_net() if ema else self.net
+        return self.objective.score(self.fields(net), self.interpolant)
+
+    # --------------------------------------------------------------------------- training
+    def _loss(self, x1: Tensor, net: torch.nn.Module, generator=None) -> tuple[Tensor, dict[str, Tensor]]:
+        x1 = x1.reshape(x1.shape[0], -1)
+        n = x1.shape[0]
+        x0 = None  # a mirror path has no base
+        if self.interpolant.kind != "mirror":
+            x0 = self.base.sample(n, generator, x1.dtype, x1.device)
+            x0, x1 = self.coupling(x0, x1)
+        t = self.t_min + (self.t_max - self.t_min) * torch.rand(n, generator=generator, dtype=x1.dtype, device=x1.device)
+        return self.objective.loss(self.fields(net), self.interpolant, x0, x1, t, generator=generator)
+
+    def training_step(self, batch, batch_idx):
+        loss, parts = self._loss(batch[0], self.net)
+        self.log("train/loss", loss, prog_bar=True)
+        for k, v in parts.items():
+            self.log(f"train/loss_{k}", v)
+        return loss
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "constant" and hp.warmup_steps == 0:
+            return opt
+        total = max(int(self.trainer.estimated_stepping_batches), 1) if self.trainer is not None else 1
+        warm, floor = hp.warmup_steps, hp.lr_min_ratio
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            if hp.lr_schedule == "constant":
+                return 1.0
+            progress = min((step - warm) / max(total - warm, 1), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        clip = self.hparams.grad_clip or gradient_clip_val
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema_net is None:
+            return
+        step = self.global_step
+        decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))  # warm-up of the average
+        ema = list(self.ema_net.parameters())
+        torch._foreach_lerp_(ema, [p.detach() for p in self.net.parameters()], 1.0 - decay)
+
+    # ------------------------------------------------------------------------- evaluation
+    def nll(self, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """$-\\log\\rho_1(x_1)$ in nats per sample under the EMA model, ``(batch,)``."""
+        hp = self.hparams
+        x1 = x1.reshape(x1.shape[0], -1)
+        lp = log_likelihood(
+            self.velocity_field(),
+            x1,
+            self.base.log_prob,
+            steps=hp.nll_steps,
+            divergence=hp.nll_divergence,
+            solver=hp.nll_solver,
+            num_probes=hp.nll_num_probes,
+            t_span=(self.t_min, self.t_max),
+            generator=generator,
+        )
+        return -lp
+
+    def _log_nll(self, prefix: str, x: Tensor) -> None:
+        nll = self.nll(x)
+        self.log(f"{prefix}/nll", nll.mean(), prog_bar=prefix == "val", batch_size=len(x))
+        if self.hparams.bpd_scale:
+            self.log(f"{prefix}/bpd", bits_per_dim(-nll, self.dim, self.hparams.bpd_scale).mean(), batch_size=len(x))
+
+    def validation_step(self, batch, batch_idx):
+        x1 = batch[0]
+        g = torch.Generator(device=x1.device).manual_seed(batch_idx)
+        loss, _ = self._loss(x1, self._eval_net(), generator=g)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(x1))
+        if batch_idx == 0 and self.hparams.val_nll_samples > 0:
+            self._log_nll("val", x1[: self.hparams.val_nll_samples])
+
+    def test_step(self, batch, batch_idx):
+        x1 = batch[0]
+        g = torch.Generator(device=x1.device).manual_seed(batch_idx)
+        loss, _ = self._loss(x1, self._eval_net(), generator=g)
+        self.log("test/loss", loss, batch_size=len(x1))
+        self._log_nll("test", x1)
+
+    def on_validation_epoch_end(self):
+        self._val_runs += 1
+        every = self.hparams.plot_every_n_val
+        if not every or self._val_runs % every or self.trainer is None or self.trainer.sanity_checking:
+            return
+        log_dir = getattr(self.logger, "log_dir", None) if self.logger is not None else None
+        if log_dir is None:
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        g = torch.Generator(device=self.device).manual_seed(0)
+        samples = self.sample(self.hparams.num_plot_samples, generator=g)
+        self.plot_samples(samples, Path(log_dir) / "samples" / f"step_{self.global_step:07d}.png", datamodule=dm)
+
+    # ---------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: torch.Generator | None = None, **overrides) -> Tensor:
+        """Draw samples with the EMA weights.
+
+        Args:
+            num_samples: number of samples (> 0).
+            generator: for the base draws and the SDE noise.
+            **overrides: ``method``, ``solver``, ``steps``, ``eps``, ``eps_schedule`` to override
+                the ``sample_*`` settings.
+
+        Returns:
+            ``(num_samples, dim)``.
+        """
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        unknown = set(overrides) - {"method", "solver", "steps", "eps", "eps_schedule"}
+        if unknown:
+            raise ValueError(f"unknown sample overrides {sorted(unknown)}; allowed: method, solver, steps, eps, eps_schedule")
+        hp = self.hparams
+        method = overrides.get("method", hp.sample_method)
+        eps = float(overrides.get("eps", hp.sample_eps))
+        schedule = overrides.get("eps_schedule", hp.sample_eps_schedule)
+        if schedule not in ("constant", "vanishing"):
+            raise ValueError(f"eps_schedule must be 'constant' or 'vanishing', got {schedule!r}")
+        dtype = next(self.net.parameters()).dtype
+        if self.interpolant.kind == "mirror":
+            raise ValueError("a mirror interpolant maps the data to itself: sample from the data, not from the model")
+        x0 = self.base.sample(num_samples, generator, dtype, self.device)
+        score = self.score_field() if method == "sde" else None
+        if method == "sde" and eps and score is None:
+            raise ValueError(f"objective {hp.objective!r} on path {hp.path!r} gives no score: SDE sampling needs one")
+        return generate(
+            self.velocity_field(),
+            x0,
+            steps=overrides.get("steps", hp.sample_steps),
+            method=method,
+            score=score,
+            eps=(lambda t: eps * (1.0 - t)) if schedule == "vanishing" and eps else eps,
+            solver=overrides.get("solver", hp.sample_solver if method == "ode" else "euler"),
+            t_span=(self.t_min, self.t_max),
+            generator=generator,
+        )

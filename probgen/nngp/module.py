@@ -1,0 +1,276 @@
+"""``ScaleMixtureNNGP``: the scale-mixture NNGP as a Lightning module.
+
+Training maximises the exact marginal likelihood $\\log p(y)$ of the whole training set over the
+kernel's variances, the noise and (optionally) the prior's parameters; each training step is one
+optimiser step on $-\\log p(y)/N$ (the batch only drives the loop, as in GP hyperparameter
+fitting). Validation and test condition on the training set and log NLL, RMSE and calibration
+(regression) or accuracy, NLL, ECE and Brier score (classification on one-hot targets, the paper's
+Gaussian-likelihood classifier).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Gamma, HalfCauchy, InverseGamma, LogNormal, Normal, StudentT
+
+from probgen.base import ProbgenModule
+from probgen.nngp.classification import class_probabilities
+from probgen.nngp.kernels import NNGPKernel
+from probgen.nngp.priors import BurrXII
+from probgen.nngp.processes import GaussianProcess, ScaleMixtureGP, StudentTProcess
+
+__all__ = ["ScaleMixtureNNGP", "make_prior", "PRIORS"]
+
+PRIORS = ("gaussian", "invgamma", "burr12", "lognormal", "halfcauchy", "gamma")
+
+
+def make_prior(name: str, params: dict | None = None, dtype: torch.dtype = torch.float64) -> Distribution:
+    """A scale prior by name: ``burr12(c, d, scale)``, ``lognormal(loc, scale)``, ``halfcauchy(scale)``,
+    ``gamma(concentration, rate)``, ``invgamma(concentration, rate)``.
+    """
+    params = dict(params or {})
+    t = {k: torch.tensor(float(v), dtype=dtype) for k, v in params.items()}
+    try:
+        if name == "burr12":
+            return BurrXII(t.get("c", torch.tensor(2.0, dtype=dtype)), t.get("d", torch.tensor(2.0, dtype=dtype)),
+                           t.get("scale", torch.tensor(1.0, dtype=dtype)))
+        if name == "lognormal":
+            return LogNormal(t.get("loc", torch.tensor(0.0, dtype=dtype)), t.get("scale", torch.tensor(1.0, dtype=dtype)))
+        if name == "halfcauchy":
+            return HalfCauchy(t.get("scale", torch.tensor(1.0, dtype=dtype)))
+        if name == "gamma":
+            return Gamma(t.get("concentration", torch.tensor(2.0, dtype=dtype)), t.get("rate", torch.tensor(2.0, dtype=dtype)))
+        if name == "invgamma":
+            return InverseGamma(t.get("concentration", torch.tensor(2.0, dtype=dtype)),
+                                t.get("rate", torch.tensor(2.0, dtype=dtype)))
+    except TypeError as err:
+        raise ValueError(f"prior_params {params} do not fit prior {name!r}: {err}") from err
+    raise ValueError(f"prior must be one of {PRIORS[2:]} for ScaleMixtureGP, got {name!r}")
+
+
+class ScaleMixtureNNGP(ProbgenModule):
+    """NNGP regression/classification with a prior on the readout variance (Lee et al. 2022).
+
+    Args:
+        depth: hidden layers of the infinitely wide network.
+        activation: ``"relu"``, ``"erf"`` or another name in :data:`probgen.nngp.ACTIVATIONS`.
+        weight_var: $\\sigma_w^2$ (shared by all layers, or a list of ``depth + 1``).
+        bias_var: $\\sigma_b^2$, same layout.
+        prior: ``"gaussian"`` (the plain NNGP, readout scale ``scale``), ``"invgamma"`` (Student-t
+            process with ``alpha``, ``beta``), or a general prior for :class:`ScaleMixtureGP`:
+            ``"burr12"``, ``"lognormal"``, ``"halfcauchy"``, ``"gamma"`` with ``prior_params``.
+        prior_params: parameters of a general prior (see :func:`make_prior`).
+        alpha, beta: inverse-gamma parameters (``prior="invgamma"``).
+        scale: readout variance of the plain NNGP (``prior="gaussian"``).
+        noise: $\\epsilon$, noise variance per unit $\\sigma^2$.
+        method: ``"quadrature"`` or ``"importance"`` for general priors.
+        learn_kernel: learn $\\sigma_w^2, \\sigma_b^2$ (per layer if ``per_layer``).
+        learn_noise: learn $\\epsilon$.
+        learn_prior: learn ``alpha``/``beta`` or ``scale``.
+        per_layer: one variance per layer.
+        lr: Adam learning rate.
+        task: ``"regression"`` or ``"classification"`` (integer labels, one-hot targets).
+        num_classes: number of classes for classification.
+        max_train_points: at most this many training points are conditioned on (a seeded
+            random subset beyond it), keeping the $O(n^3)$ solve small.
+        num_prob_samples: Monte Carlo draws for class probabilities.
+    """
+
+    def __init__(
+        self,
+        depth: int = 1,
+        activation: str = "relu",
+        weight_var: float | list[float] = 2.0,
+        bias_var: float | list[float] = 0.1,
+        prior: str = "invgamma",
+        prior_params: dict | None = None,
+        alpha: float = 2.0,
+        beta: float = 2.0,
+        scale: float = 1.0,
+        noise: float = 0.1,
+        method: str = "quadrature",
+        learn_kernel: bool = True,
+        learn_noise: bool = True,
+        learn_prior: bool = True,
+        per_layer: bool = False,
+        lr: float = 0.05,
+        task: str = "regression",
+        num_classes: int = 10,
+        max_train_points: int = 2000,
+        num_prob_samples: int = 512,
+    ) -> None:
+        super().__init__()
+        if task not in ("regression", "classification"):
+            raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+        if lr <= 0 or max_train_points < 2:
+            raise ValueError(f"lr must be > 0 and max_train_points >= 2, got {lr}, {max_train_points}")
+        self.save_hyperparameters()
+        kernel = NNGPKernel(depth, activation, weight_var=weight_var, bias_var=bias_var, per_layer=per_layer)
+        if prior == "gaussian":
+            process = GaussianProcess(kernel, scale=scale, noise=noise)
+        elif prior == "invgamma":
+            process = StudentTProcess(kernel, alpha=alpha, beta=beta, noise=noise)
+        else:
+            process = ScaleMixtureGP(kernel, make_prior(prior, prior_params), noise=noise, method=method,
+                                     generator=torch.Generator().manual_seed(0))
+        self.process = process.double()
+        self.register_buffer("x_train", torch.zeros(0, 0, dtype=torch.float64))
+        self.register_buffer("y_train", torch.zeros(0, 0, dtype=torch.float64))
+        self._fitted_for_eval = False
+
+    # -- data ---------------------------------------------------------------------------------
+    def _targets(self, y: Tensor) -> Tensor:
+        if self.hparams.task == "classification":
+            return torch.nn.functional.one_hot(y.long().flatten(), self.hparams.num_classes).to(torch.float64)
+        return y.to(torch.float64).reshape(len(y), -1)
+
+    def _collect_training_set(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "splits", None) is None and hasattr(dm, "setup"):
+            dm.setup("fit")
+        if dm is not None and getattr(dm, "splits", None) is not None:
+            x, y = dm.splits["train"][:2]
+        else:
+            xs, ys = zip(*[(b[0], b[1]) for b in self.trainer.fit_loop._data_source.dataloader()])
+            x, y = torch.cat(xs), torch.cat(ys)
+        if len(x) > self.hparams.max_train_points:
+            idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[: self.hparams.max_train_points]
+            x, y = x[idx], y[idx]
+        self.x_train = x.reshape(len(x), -1).to(self.device, torch.float64)
+        self.y_train = self._targets(y).to(self.device)
+
+    def on_fit_start(self) -> None:
+        self._collect_training_set()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("x_train", "y_train"):
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key], device=self.device))
+        self._fitted_for_eval = False
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _condition(self) -> None:
+        if self.x_train.numel() == 0:
+            raise RuntimeError("ScaleMixtureNNGP has no training set: run `fit` (or load a checkpoint) first")
+        y = self.y_train[:, 0] if self.y_train.shape[1] == 1 else self.y_train
+        with torch.no_grad():
+            self.process.fit(self.x_train, y)
+        self._fitted_for_eval = True
+
+    # -- training -----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        groups = []
+        p = self.process
+        if self.hparams.learn_kernel:
+            groups += [p.kernel.raw_weight_var, p.kernel.raw_bias_var]
+        if self.hparams.learn_noise:
+            groups.append(p.raw_noise)
+        if self.hparams.learn_prior:
+            groups += [getattr(p, n) for n in ("raw_alpha", "raw_beta", "raw_scale") if hasattr(p, n)]
+        if not groups:
+            groups = [p.raw_noise]  # an optimiser needs a parameter; lr 0 keeps it fixed
+            return torch.optim.Adam(groups, lr=0.0)
+        return torch.optim.Adam(groups, lr=self.hparams.lr)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        if self.x_train.numel() == 0:
+            self._collect_training_set()
+        y = self.y_train[:, 0] if self.y_train.shape[1] == 1 else self.y_train
+        self._fitted_for_eval = False
+        loss = -self.process.fit(self.x_train, y).log_marginal_likelihood() / y.numel()
+        self.log("train/neg_log_marginal_likelihood", loss, prog_bar=True, batch_size=len(self.x_train))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self._fitted_for_eval = False
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def predictive(self, x: Tensor, observed: bool = True) -> Distribution:
+        """Posterior predictive at ``x`` (``(m, d)``), conditioned on the stored training set."""
+        if not self._fitted_for_eval:
+            self._condition()
+        with torch.no_grad():
+            return self.process.predict(x.reshape(len(x), -1).to(torch.float64), observed=observed)
+
+    def _evaluate(self, batch, stage: str) -> dict[str, Tensor]:
+        x, y = batch[0], batch[1]
+        dist = self.predictive(x)
+        n = len(x)
+        if self.hparams.task == "classification":
+            probs = class_probabilities(dist, self.hparams.num_prob_samples,
+                                        generator=torch.Generator(device=x.device).manual_seed(batch_idx_seed(x)))
+            labels = y.long().flatten()
+            from probgen.metrics import brier, ece
+
+            metrics = {
+                "accuracy": (probs.argmax(-1) == labels).double().mean(),
+                "nll": -torch.log(probs[torch.arange(n), labels]).mean(),
+                "ece": ece(probs.float(), labels),
+                "brier": brier(probs.float(), labels),
+                "gaussian_nll": -dist.log_prob(self._targets(y)).sum(-1).mean(),
+            }
+        else:
+            target = self._targets(y)
+            target = target[:, 0] if target.shape[1] == 1 else target
+            pit = predictive_cdf(dist, target)
+            levels = torch.linspace(0.05, 0.95, 19, dtype=pit.dtype)
+            coverage = (pit.reshape(-1, 1) <= levels).double().mean(0)
+            metrics = {
+                "nll": -dist.log_prob(target).mean(),
+                "rmse": torch.sqrt(((dist.mean - target) ** 2).mean()),
+                "calibration_error": (coverage - levels).abs().mean(),
+                "coverage95": ((pit - 0.5).abs() <= 0.475).double().mean(),
+            }
+        for name, value in metrics.items():
+            self.log(f"{stage}/{name}", value.float(), batch_size=n, prog_bar=name in ("nll", "accuracy"))
+        return metrics
+
+    def validation_step(self, batch, batch_idx: int):
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int):
+        return self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        dist = self.predictive(batch[0])
+        return {"mean": dist.mean, "variance": dist.variance}
+
+    def on_validation_epoch_start(self) -> None:
+        self._fitted_for_eval = False
+
+    def on_test_epoch_start(self) -> None:
+        self._fitted_for_eval = False
+
+    # -- sampling -----------------------------------------------------------------------------
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Posterior predictive draws of $y$ at the training inputs, ``(num_samples, n_train[, C])``."""
+        if num_samples <= 0:
+            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        dist = self.predictive(self.x_train)
+        with torch.random.fork_rng(devices=[]):
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            return dist.sample((num_samples,)).float()
+
+
+def batch_idx_seed(x: Tensor) -> int:
+    """A deterministic seed from a batch (so class probabilities do not depend on global RNG)."""
+    return int(x.numel()) + 7919
+
+
+def predictive_cdf(dist: Distribution, value: Tensor) -> Tensor:
+    """$P(Y \\le y)$ for Normal, mixture-of-Normal and Student-t predictives (for PIT/calibration)."""
+    if isinstance(dist, StudentT):
+        from scipy import stats
+
+        out = stats.t.cdf(value.detach().cpu().numpy(), dist.df.detach().cpu().numpy(),
+                          dist.loc.detach().cpu().numpy(), dist.scale.detach().cpu().numpy())
+        return torch.as_tensor(out, dtype=value.dtype, device=value.device)
+    if isinstance(dist, Normal) or hasattr(dist, "component_distribution"):
+        return dist.cdf(value)
+    raise TypeError(f"no CDF for {type(dist).__name__}")
+

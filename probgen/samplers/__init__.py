@@ -1,0 +1,52 @@
+"""Shared samplers: everything that draws from an energy or a posterior.
+
+* :func:`langevin`: ULA / MALA / annealed Langevin on data-space tensors with an energy.
+* :class:`SGLD`, :class:`PSGLD`, :class:`SGHMC`: SG-MCMC over network weights as
+  ``torch.optim.Optimizer`` subclasses, with functional steps (``sgld_step``, ...) for
+  many chains under ``torch.func.vmap``.
+* :func:`cyclical_schedule`, :func:`polynomial_schedule` and their LR schedulers.
+* :func:`rhat`, :func:`ess`: convergence diagnostics.
+"""
+
+from probgen.samplers.diagnostics import autocorrelation, ess, rank_normalize, rhat, split_chains
+from probgen.samplers.langevin import LangevinResult, langevin
+from probgen.samplers.schedules import (
+    CyclicalLR,
+    PolynomialDecayLR,
+    cyclical_phase,
+    cyclical_schedule,
+    polynomial_schedule,
+)
+from probgen.samplers.sgmcmc import (
+    PSGLD,
+    SGHMC,
+    SGLD,
+    psgld_init,
+    psgld_step,
+    sghmc_init,
+    sghmc_step,
+    sgld_step,
+)
+
+__all__ = [
+    "PSGLD",
+    "SGHMC",
+    "SGLD",
+    "CyclicalLR",
+    "LangevinResult",
+    "PolynomialDecayLR",
+    "autocorrelation",
+    "cyclical_phase",
+    "cyclical_schedule",
+    "ess",
+    "langevin",
+    "polynomial_schedule",
+    "psgld_init",
+    "psgld_step",
+    "rank_normalize",
+    "rhat",
+    "sghmc_init",
+    "sghmc_step",
+    "sgld_step",
+    "split_chains",
+]

@@ -1,0 +1,178 @@
+"""Test helpers shipped with probgen, for its own tests and for users' tests of their models.
+
+* convergence orders: :func:`fit_order` fits the log-log slope of error against step size,
+  :func:`assert_order` asserts it within a margin of the declared order (diffrax's test idea);
+* Monte Carlo moments: :func:`assert_mean_close`, :func:`assert_var_close` and
+  :func:`assert_close_mc` compare estimates with closed forms within a number of standard
+  errors estimated from the same samples;
+* seeds: :func:`make_generator` and the :func:`fixed_seed` context manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "assert_close_mc",
+    "assert_mean_close",
+    "assert_order",
+    "assert_var_close",
+    "fit_order",
+    "fixed_seed",
+    "make_generator",
+]
+
+
+def _as_floats(name: str, values: Sequence[float] | Tensor) -> list[float]:
+    if torch.is_tensor(values):
+        values = values.detach().cpu().reshape(-1).tolist()
+    values = [float(v) for v in values]
+    if any(not (v > 0 and math.isfinite(v)) for v in values):
+        raise ValueError(f"{name} must be positive and finite for a log-log fit, got {values}")
+    return values
+
+
+def fit_order(dts: Sequence[float] | Tensor, errors: Sequence[float] | Tensor) -> float:
+    r"""Least-squares slope $p$ of $\log(\mathrm{error}) \approx p \log(\Delta t) + c$.
+
+    Args:
+        dts: step sizes (at least two distinct values).
+        errors: the errors measured at those step sizes (same length, positive).
+
+    Returns:
+        The fitted order $p$.
+
+    Raises:
+        ValueError: lengths differ, fewer than two points, or a non-positive value.
+    """
+    x = [math.log(v) for v in _as_floats("dts", dts)]
+    y = [math.log(v) for v in _as_floats("errors", errors)]
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(
+            f"dts and errors must have the same length >= 2, got {len(x)} and {len(y)}"
+        )
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sxx = sum((a - mx) ** 2 for a in x)
+    if sxx == 0:
+        raise ValueError("dts must hold at least two distinct step sizes")
+    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sxx
+
+
+def assert_order(
+    dts: Sequence[float] | Tensor,
+    errors: Sequence[float] | Tensor,
+    expected: float,
+    tol: float = 0.25,
+) -> float:
+    """Assert that the fitted convergence order is within ``tol`` of ``expected``.
+
+    Returns:
+        The fitted order.
+
+    Raises:
+        AssertionError: with the slope, step sizes and errors in the message.
+    """
+    order = fit_order(dts, errors)
+    if abs(order - expected) > tol:
+        raise AssertionError(
+            f"fitted order {order:.3f} is not within {tol} of {expected}; "
+            f"dts={_as_floats('dts', dts)}, errors={_as_floats('errors', errors)}"
+        )
+    return order
+
+
+def assert_close_mc(
+    estimate: Tensor | float,
+    target: Tensor | float,
+    standard_error: Tensor | float,
+    n_se: float = 4.0,
+    *,
+    atol: float = 0.0,
+    what: str = "estimate",
+) -> None:
+    r"""Assert $|\hat\theta - \theta| \le n_{se}\, \mathrm{s.e.} + \mathrm{atol}$ elementwise.
+
+    ``atol`` is for a known deterministic bias (e.g. a discretisation error bound); keep it
+    zero unless you can say where it comes from.
+    """
+    estimate, target, se = (
+        torch.as_tensor(v, dtype=torch.float64) for v in (estimate, target, standard_error)
+    )
+    bound = n_se * se + atol
+    err = (estimate - target).abs()
+    if not bool((err <= bound).all()):
+        raise AssertionError(
+            f"{what} {estimate.tolist()} differs from {target.tolist()} by {err.tolist()}, "
+            f"more than {n_se} standard errors ({se.tolist()}) + atol {atol}"
+        )
+
+
+def assert_mean_close(
+    samples: Tensor, mean: Tensor | float, n_se: float = 4.0, *, atol: float = 0.0
+) -> None:
+    """Assert the sample mean over dim 0 matches ``mean`` within ``n_se`` standard errors.
+
+    Args:
+        samples: ``(n, *event)`` independent draws.
+        mean: the exact mean, broadcastable to ``event``.
+    """
+    x = samples.detach().to(torch.float64)
+    n = x.shape[0]
+    se = x.std(dim=0, unbiased=True) / math.sqrt(n)
+    assert_close_mc(
+        x.mean(dim=0),
+        torch.as_tensor(mean, dtype=torch.float64).expand_as(se),
+        se,
+        n_se,
+        atol=atol,
+        what="sample mean",
+    )
+
+
+def assert_var_close(
+    samples: Tensor, var: Tensor | float, n_se: float = 4.0, *, atol: float = 0.0
+) -> None:
+    r"""Assert the sample variance over dim 0 matches ``var`` within ``n_se`` standard errors.
+
+    The standard error of the sample variance is estimated as
+    $\sqrt{(\hat\mu_4 - \hat\sigma^4)/n}$ from the samples' fourth central moment, so it is
+    right for non-Gaussian samples too.
+    """
+    x = samples.detach().to(torch.float64)
+    n = x.shape[0]
+    c = x - x.mean(dim=0)
+    s2 = (c * c).sum(dim=0) / (n - 1)
+    m4 = (c**4).mean(dim=0)
+    se = ((m4 - s2 * s2).clamp_min(0) / n).sqrt()
+    assert_close_mc(
+        s2,
+        torch.as_tensor(var, dtype=torch.float64).expand_as(se),
+        se,
+        n_se,
+        atol=atol,
+        what="sample variance",
+    )
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+@contextlib.contextmanager
+def fixed_seed(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG for the block and restore its previous state afterwards."""
+    state = torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)

@@ -1,0 +1,74 @@
+"""The Lightning modules: one step, gradients to the Hurst index, checkpoints, sampling."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from probgen.fractional import FractionalSDE, LatentFractionalSDE
+
+
+def test_fractional_sde_step_learns_hurst_and_theta():
+    torch.manual_seed(0)
+    model = FractionalSDE(n_ou=3, gamma_max=10.0, horizon=1.0, hurst=0.5, learn_theta=True, theta=0.5,
+                          context="next_obs", dt=0.05)
+    values = torch.randn(4, 5, 1).cumsum(1) * 0.3
+    times = torch.linspace(0.2, 1.0, 5).expand(4, 5)
+    loss = model.training_step((values, times), 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert model.sde.hurst_raw.grad is not None and model.sde.hurst_raw.grad != 0
+    assert model.sde.theta.grad is not None
+    out = model.elbo(values, times)
+    assert out["xs"].shape == (6, 4, 1) and out["elbo"].shape == (4,)
+
+
+def test_fractional_sde_checkpoint_state_loads_weights_only():
+    model = FractionalSDE(n_ou=2, gamma_max=5.0, dt=0.05)
+    buf = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "hparams": dict(model.hparams)}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    clone = FractionalSDE(**ckpt["hparams"])
+    clone.load_state_dict(ckpt["state_dict"])
+    assert clone.sde.hurst.item() == pytest.approx(model.sde.hurst.item())
+
+
+def test_bridge_sample_is_posterior_and_starts_at_x0():
+    model = FractionalSDE(n_ou=2, gamma_max=5.0, horizon=2.0, dt=0.05, sample_points=11, x0=0.5)
+    paths = model.sample(7, generator=torch.Generator().manual_seed(0))
+    assert paths.shape == (7, 11, 1) and torch.all(paths[:, 0] == 0.5)
+    with pytest.raises(ValueError, match="num_samples"):
+        model.sample(0)
+
+
+@pytest.mark.parametrize("white", [False, True])
+def test_latent_fractional_sde_forward_and_prediction(white):
+    torch.manual_seed(0)
+    model = LatentFractionalSDE(latent_dim=2, n_ou=3, gamma_max=5.0, horizon=0.5, white=white, hidden=16,
+                                context_dim=4, content_dim=4, control_hidden=8, dt=0.05, num_cond_frames=3,
+                                frame_size=9)
+    videos = torch.rand(2, 6, 9, 9)
+    times = (torch.arange(6) * 0.1).expand(2, 6)
+    out = model.forward_video(videos, times)
+    assert out["recon"].shape == videos.shape and torch.isfinite(out["elbo"]).all()
+    loss = model.training_step((videos, times), 0)
+    loss.backward()
+    if not white:
+        assert model.sde.hurst_raw.grad is not None
+    pred = model.forward_video(videos, times, num_cond=3)
+    assert pred["recon"].shape == videos.shape
+    assert model.sample(2, num_frames=4).shape == (2, 4, 9, 9)
+
+
+def test_control_switched_off_after_control_until_gives_zero_kl():
+    model = FractionalSDE(n_ou=2, gamma_max=5.0, dt=0.05)
+    with torch.no_grad():
+        model.sde.control.net[-1].bias.fill_(1.0)  # a non-zero control
+        x0 = torch.zeros(3, 1)
+        ts = torch.tensor([0.0, 1.0])
+        _, _, kl_on = model.sde.simulate(x0, ts, 0.05)
+        _, _, kl_off = model.sde.simulate(x0, ts, 0.05, control_until=-1.0)
+    assert torch.allclose(kl_on, torch.full((3,), 0.5)) and torch.equal(kl_off, torch.zeros(3))
