@@ -52,10 +52,11 @@ def euler_bridge_std(m: MarkovFBM, scale: float = 1.0) -> torch.Tensor:
 
 
 def run(hurst: float, iters: int, n_ou: int, gamma_max: float, hidden: int, lr: float, seed: int,
-        paths: int, control: str = "affine", batch: int = 32) -> dict:
+        paths: int, control: str = "affine", batch: int = 32, context: str = "next_obs") -> dict:
     torch.manual_seed(seed)
     model = FractionalSDE(dim=1, n_ou=n_ou, gamma_max=gamma_max, horizon=T, kind="type1", hurst=hurst,
                           learn_hurst=False, drift="ou", theta=0.0, control=control, control_hidden=hidden, obs_std=OBS_STD,
+                          context=context, sample_condition=[T, 0.0] if context == "next_obs" else None,
                           dt=T / STEPS, lr=lr, sample_points=STEPS + 1)
     opt = model.configure_optimizers()
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, eta_min=lr / 10)
@@ -95,18 +96,19 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--control", default="affine", choices=["mlp", "affine"])
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--context", default="next_obs", choices=["none", "next_obs"])
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--paths", type=int, default=4096)
     a = p.parse_args()
     torch.set_num_threads(1)
-    print(f"# K={a.n_ou}, gamma_max={a.gamma_max}, iters={a.iters}, {a.control} control 2x{a.hidden} tanh, "
+    print(f"# K={a.n_ou}, gamma_max={a.gamma_max}, iters={a.iters}, {a.control} control 2x{a.hidden} tanh, context {a.context}, "
           f"batch {a.batch_size}, Adam lr {a.lr} cosine to lr/10, seed {a.seed}, torch threads=1")
     print("| H | mean abs err (256) | max abs err (256) | mean / max ({} paths) | approx+Euler floor | "
           "official floor (T=6) | official prior sd err at t=2 | official anchor mean / max | s / iter |".format(a.paths))
     print("|---|---|---|---|---|---|---|---|---|")
     for h in a.hurst:
-        r = run(h, a.iters, a.n_ou, a.gamma_max, a.hidden, a.lr, a.seed, a.paths, a.control, a.batch_size)
+        r = run(h, a.iters, a.n_ou, a.gamma_max, a.hidden, a.lr, a.seed, a.paths, a.control, a.batch_size, a.context)
         anchor = OFFICIAL.get(round(h, 2))
         anchor_s = f"{anchor[0]:.3f} / {anchor[1]:.3f}" if anchor else "-"
         print(f"| {h:.1f} | {r['mean_256']:.4f} | {r['max_256']:.4f} | {r[f'mean_{a.paths}']:.4f} / "

@@ -5,7 +5,9 @@ layer of 64 units, 200 Euler steps) at batch 32 and 1024, forward only (under
 ``torch.no_grad``) and forward + backward (``loss = ys[-1].square().mean()``); a linear SDE
 (geometric Brownian motion, d=4) at batch 65536, forward only. For each case it also prints
 the overhead floor: probgen's solve time divided by the time of the bare drift and diffusion
-evaluations the solve makes (200 calls of each on a fixed state, same grad mode).
+evaluations the solve makes (200 calls of each on a fixed state, same grad mode), and divided
+by that plus the time of drawing the Brownian increments alone (one ``randn``), which any
+solver must also do and which dominates the cheap linear SDE.
 
 Runs are interleaved (probgen, torchsde, bare, probgen, ...) and the median of ``--repeats``
 is reported, so that CPU contention from other jobs hits all columns alike.
@@ -132,6 +134,16 @@ def bare_runner(sde, y0, steps: int, backward: bool, device):
     return run
 
 
+def noise_runner(y0, steps: int, device):
+    """Drawing the Brownian increments alone (one randn of the whole grid), as any solver must."""
+
+    def run():
+        torch.randn(steps, *y0.shape, device=device).mul_((1.0 / steps) ** 0.5)
+        sync(device)
+
+    return run
+
+
 def time_interleaved(runners: dict, repeats: int, clock) -> dict:
     for run in runners.values():  # warm-up
         run()
@@ -182,7 +194,10 @@ def main() -> None:
         f"threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
         f"{args.steps} Euler steps, median of {args.repeats}, {clock_name} time"
     )
-    header = f"| {'case':34s} | probgen ms | torchsde ms | speed-up | bare f,g ms | overhead |"
+    header = (
+        f"| {'case':34s} | probgen ms | torchsde ms | speed-up | bare f,g ms | overhead "
+        "| noise ms | vs f,g+noise |"
+    )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, cls, batch, backward in cases:
@@ -192,12 +207,14 @@ def main() -> None:
             "probgen": make_runner("probgen", sde, y0, args.steps, backward, device),
             "torchsde": make_runner("torchsde", sde, y0, args.steps, backward, device),
             "bare": bare_runner(sde, y0, args.steps, backward, device),
+            "noise": noise_runner(y0, args.steps, device),
         }
         t = time_interleaved(runners, args.repeats, clock)
         print(
             f"| {name:34s} | {1e3 * t['probgen']:10.2f} | {1e3 * t['torchsde']:11.2f} | "
             f"{t['torchsde'] / t['probgen']:7.2f}x | {1e3 * t['bare']:11.2f} | "
-            f"{t['probgen'] / t['bare']:7.2f}x |",
+            f"{t['probgen'] / t['bare']:7.2f}x | {1e3 * t['noise']:8.2f} | "
+            f"{t['probgen'] / (t['bare'] + t['noise']):11.2f}x |",
             flush=True,
         )
 

@@ -322,7 +322,12 @@ def gaussian_log_likelihood(obs: Tensor, pred: Tensor, std: Tensor | float) -> T
 
 
 def next_observation_context(times: Tensor, values: Tensor, dt: float) -> Callable[[Tensor, Tensor], Tensor]:
-    """Context for a control that steers toward observed values: ``[v_next - x, t_next - t]``.
+    """Context for a control that steers toward observed values.
+
+    At time ``t`` the next observation is $(t_{next}, v_{next})$; the context is
+    $[v_{next} - x,\ t_{next} - t,\ (v_{next} - x) / (t_{next} - t + dt)]$. The last entry is
+    the Brownian-bridge drift, around which the optimal control's large gain just before an
+    observation is easy to express.
 
     Args:
         times: ``(n,)`` observation times.
@@ -330,14 +335,14 @@ def next_observation_context(times: Tensor, values: Tensor, dt: float) -> Callab
         dt: the solver step (times within ``dt / 2`` of an observation count as past it).
 
     Returns:
-        ``context(t, x) -> (batch, d + 1)``.
+        ``context(t, x) -> (batch, 2 d + 1)``.
     """
 
     def context(t: Tensor, x: Tensor) -> Tensor:
         t = torch.as_tensor(t, dtype=times.dtype, device=times.device).reshape(1)
         idx = torch.searchsorted(times, t + 0.5 * dt).clamp_max(times.numel() - 1)
-        v_next = values[:, idx[0]]
+        diff = values[:, idx[0]] - x
         gap = (times[idx] - t).to(x).expand(x.shape[0], 1)
-        return torch.cat([v_next - x, gap], dim=-1)
+        return torch.cat([diff, gap, diff / (gap + dt)], dim=-1)
 
     return context

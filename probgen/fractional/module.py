@@ -48,6 +48,8 @@ class FractionalSDE(ProbgenModule):
         dt: Euler step of the shared solver.
         lr, hurst_lr: Adam learning rates (``hurst_lr`` for the Hurst logit; default ``lr``).
         sample_points: grid points of ``sample``'s paths over ``[0, horizon]``.
+        sample_condition: optional ``[time, value]`` of one observation (d = 1): ``sample`` then
+            draws posterior paths given it (a bridge) even with ``context="next_obs"``.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class FractionalSDE(ProbgenModule):
         lr: float = 1e-3,
         hurst_lr: float | None = None,
         sample_points: int = 101,
+        sample_condition: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -83,10 +86,12 @@ class FractionalSDE(ProbgenModule):
             raise ValueError(f"context must be 'none' or 'next_obs', got {context!r}")
         if obs_std <= 0:
             raise ValueError(f"obs_std must be positive, got {obs_std}")
+        if sample_condition is not None and (len(sample_condition) != 2 or dim != 1):
+            raise ValueError(f"sample_condition must be [time, value] with dim = 1, got {sample_condition}")
         self.sde = NeuralFractionalSDE(
             dim=dim, n_ou=n_ou, gamma_max=gamma_max, horizon=horizon, kind=kind, white=white, hurst=hurst,
             learn_hurst=learn_hurst, drift=drift, theta=theta, learn_theta=learn_theta, diffusion=diffusion,
-            sigma=sigma, learn_sigma=learn_sigma, context_dim=dim + 1 if context == "next_obs" else 0,
+            sigma=sigma, learn_sigma=learn_sigma, context_dim=2 * dim + 1 if context == "next_obs" else 0,
             control=control, control_hidden=control_hidden, control_depth=control_depth,
         )
 
@@ -109,6 +114,22 @@ class FractionalSDE(ProbgenModule):
         xs, _, kl = self.sde.simulate(x0, ts, hp.dt, posterior=True, context=context, generator=generator)
         log_lik = gaussian_log_likelihood(values, xs[1:].transpose(0, 1), hp.obs_std)
         return {"elbo": log_lik - kl, "log_lik": log_lik, "kl": kl, "xs": xs}
+
+    def posterior_paths(self, values: Tensor, times: Tensor, ts: Tensor,
+                        generator: torch.Generator | None = None) -> Tensor:
+        """Posterior paths given observations, on the output grid ``ts``.
+
+        Args:
+            values: ``(B, n, d)``; times: ``(n,)`` observation times; ts: ``(m,)`` output times from 0.
+
+        Returns:
+            ``(B, m, d)``.
+        """
+        hp = self.hparams
+        x0 = torch.full((values.shape[0], hp.dim), float(hp.x0), dtype=values.dtype, device=values.device)
+        context = next_observation_context(times.to(values), values, hp.dt) if hp.context == "next_obs" else None
+        xs, _, _ = self.sde.simulate(x0, ts.to(values), hp.dt, posterior=True, context=context, generator=generator)
+        return xs.transpose(0, 1)
 
     def _log_params(self, prefix: str) -> None:
         self.log(f"{prefix}/hurst", self.sde.hurst.detach())
@@ -141,12 +162,20 @@ class FractionalSDE(ProbgenModule):
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """Paths ``(num_samples, sample_points, d)`` on ``[0, horizon]``: posterior for ``context="none"``, else prior."""
+        """Paths ``(num_samples, sample_points, d)`` on ``[0, horizon]``.
+
+        Posterior paths for ``context="none"`` or when ``sample_condition`` is set (bridges);
+        otherwise paths of the learnt prior.
+        """
         if num_samples <= 0:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
         hp = self.hparams
         dtype = self.sde.hurst_raw.dtype
         ts = torch.linspace(0.0, hp.horizon, hp.sample_points, dtype=dtype, device=self.device)
+        if hp.context == "next_obs" and hp.sample_condition is not None:
+            t_obs, v_obs = (float(v) for v in hp.sample_condition)
+            values = torch.full((num_samples, 1, 1), v_obs, dtype=dtype, device=self.device)
+            return self.posterior_paths(values, ts.new_tensor([t_obs]), ts, generator=generator)
         x0 = torch.full((num_samples, hp.dim), float(hp.x0), dtype=dtype, device=self.device)
         xs, _, _ = self.sde.simulate(x0, ts, hp.dt, posterior=hp.context == "none", generator=generator)
         return xs.transpose(0, 1)

@@ -270,7 +270,7 @@ class _ConjugateProcess(torch.nn.Module):
         return self
 
     def share_fit(self, other: _ConjugateProcess) -> _ConjugateProcess:
-        """Reuse ``other``'s Cholesky factor and training data (same kernel and noise), no refactorisation.
+        """Reuse ``other``'s Cholesky factor, training data and noise (same kernel object), no refactorisation.
 
         This is how one factorisation serves a Gaussian NNGP, a Student-t process and any number
         of scale priors at once.
@@ -279,6 +279,10 @@ class _ConjugateProcess(torch.nn.Module):
             ``self``.
         """
         stats = other._check_fitted()
+        if self.kernel is not other.kernel:
+            raise ValueError("share_fit needs the same kernel object as the fitted process "
+                             "(the Cholesky factor belongs to that kernel)")
+        self.noise = other.noise.detach()
         self.x_train, self.y_train, self.stats, self._squeeze = other.x_train, other.y_train, stats, other._squeeze
         if isinstance(self, ScaleMixtureGP):
             self._posterior = None

@@ -134,7 +134,7 @@ def grid_increments(
             return list(z.unbind(0))
         return _chunked_increments(dts, size, dtype, device, generator)
     if isinstance(bm, BrownianGrid):
-        return list(bm.increments_on(times).unbind(0))
+        return list(bm.increments_on(times).to(device=device, dtype=dtype).unbind(0))
     if time_tensors is None:
         time_tensors = times
     return [bm(t0, t1) for t0, t1 in itertools.pairwise(time_tensors)]

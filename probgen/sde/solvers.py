@@ -207,10 +207,11 @@ class ItoMilstein(SDESolver):
     $y_{k+1} = y_k + f h + g \Delta W + \tfrac12 (\partial g\, g)(\Delta W^2 - h)$, where
     $(\partial g\, g)_i = \sum_j g_j \partial_j g_i$ is the Jacobian of the diffusion (as a
     vector; for diagonal noise $g_i$ should depend on $y$ only through $y_i$, as in torchsde)
-    applied to the diffusion. ``options={"grad_free": True}`` replaces the Jacobian-vector
-    product (forward-mode autograd) by the difference quotient
-    $(g(y + f h + g \sqrt h) - g(y)) / \sqrt h$ (torchsde's derivative-free variant).
-    Strong order 1.0, weak order 1.0.
+    applied to the diffusion. By default it comes from autograd: one vector-Jacobian product
+    for diagonal noise (the Jacobian is diagonal), a Jacobian-vector product by two reverse-mode
+    passes for scalar noise (forward-mode AD is far slower on CPU). ``options={"grad_free": True}``
+    uses the difference quotient $(g(y + f h + g \sqrt h) - g(y)) / \sqrt h$ instead
+    (torchsde's derivative-free variant). Strong order 1.0, weak order 1.0.
     """
 
     strong_order = 1.0
@@ -421,7 +422,7 @@ def _node_times(
     return grid, list(zip(*columns))
 
 
-def _check_times(ts: Any, dtype: torch.dtype, *, increasing_only: bool) -> list[float]:
+def _check_times(ts: Any, *, increasing_only: bool) -> list[float]:
     if torch.is_tensor(ts):
         if ts.requires_grad:
             raise ValueError("ts must not require grad: the step grid is fixed before the solve")
@@ -548,7 +549,8 @@ class _RenamedSDE:
             raise ValueError(
                 f"names has unknown keys {sorted(unknown)}; allowed: {sorted(self._keys)}"
             )
-        self.noise_type, self.sde_type = sde.noise_type, sde.sde_type
+        self.noise_type = getattr(sde, "noise_type", None)
+        self.sde_type = getattr(sde, "sde_type", None)
         for attr in self._keys.values():
             if hasattr(sde, attr):
                 setattr(self, attr, getattr(sde, attr))
@@ -834,11 +836,11 @@ def sdeint(
             method, or a method that does not solve the SDE's type or noise type.
         SolverDivergedError: the state became non-finite.
     """
-    _check_sde(sde)
-    _check_state(y0, matrix=True)
-    ts_list = _check_times(ts, y0.dtype, increasing_only=True)
     if names:
         sde = _RenamedSDE(sde, dict(names))
+    _check_sde(sde)
+    _check_state(y0, matrix=True)
+    ts_list = _check_times(ts, increasing_only=True)
     dt = _check_dt(dt, allow_none=False)
     solver_cls = _select_sde_solver(method, sde)
     own = solver_cls is not None
@@ -975,7 +977,7 @@ def odeint(
         SolverDivergedError: the state became non-finite, or the adaptive step size underflowed.
     """
     _check_state(y0, matrix=False)
-    ts_list = _check_times(ts, y0.dtype, increasing_only=False)
+    ts_list = _check_times(ts, increasing_only=False)
     if isinstance(method, type) and issubclass(method, ODESolver):
         solver_cls = method
     elif isinstance(method, str):

@@ -65,3 +65,15 @@ def test_eval_nll_uses_the_exact_grid_log_z_and_sample_shape(tmp_path):
         EnergyBasedModel(objective="score")
     with pytest.raises(ValueError, match="num_samples"):
         model.sample(0)
+
+
+def test_gaussian_datamodule_splits_and_errors():
+    dm = GaussianDataModule(dim=2, mean=[1.0, -1.0], std=0.5, n_train=4000, n_val=10, n_test=10, batch_size=32)
+    dm.setup()
+    x = dm.splits["train"][0]
+    assert x.shape == (4000, 2) and dm.splits["test"][0].shape == (10, 2)
+    assert ((x.mean(0) - torch.tensor([1.0, -1.0])).abs() < 4 * 0.5 / math.sqrt(4000)).all()
+    with pytest.raises(ValueError, match="mean"):
+        GaussianDataModule(dim=2, mean=[0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="std"):
+        GaussianDataModule(std=0.0)

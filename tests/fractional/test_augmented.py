@@ -144,6 +144,7 @@ def test_next_observation_context():
     x = torch.zeros(2, 1)
     c = ctx(torch.tensor(0.1), x)  # at an observation time the next one is the target
     assert torch.allclose(c[:, 0], values[:, 1, 0]) and torch.allclose(c[:, 1], torch.full((2,), 0.1))
+    assert torch.allclose(c[:, 2], values[:, 1, 0] / 0.11)
     c = ctx(torch.tensor(0.35), x)  # past the last: keep the last
     assert torch.allclose(c[:, 0], values[:, 2, 0])
 

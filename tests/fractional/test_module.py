@@ -72,3 +72,18 @@ def test_control_switched_off_after_control_until_gives_zero_kl():
         _, _, kl_on = model.sde.simulate(x0, ts, 0.05)
         _, _, kl_off = model.sde.simulate(x0, ts, 0.05, control_until=-1.0)
     assert torch.allclose(kl_on, torch.full((3,), 0.5)) and torch.equal(kl_off, torch.zeros(3))
+
+
+def test_affine_control_is_zero_at_init_and_affine_in_the_state():
+    from probgen.fractional import ControlNet
+
+    net = ControlNet(dim=2, n_ou=3, context_dim=3, hidden=8, kind="affine", gammas=torch.tensor([0.1, 1.0, 10.0]))
+    t = torch.tensor(0.3)
+    x, y, c = torch.randn(5, 2), torch.randn(5, 2, 3), torch.randn(5, 3)
+    assert torch.equal(net(t, x, y, c), torch.zeros(5, 2))
+    torch.nn.init.normal_(net.net[-1].weight)
+    u1, u2, u0 = net(t, 2 * x, 2 * y, c), net(t, x, y, c), net(t, 0 * x, 0 * y, c)
+    # affine in (x, y) for a fixed context: u(2s) - u(0) = 2 (u(s) - u(0))
+    assert torch.allclose(u1 - u0, 2 * (u2 - u0), atol=1e-5)
+    with pytest.raises(ValueError, match="control kind"):
+        ControlNet(dim=1, n_ou=1, kind="gru")

@@ -234,3 +234,25 @@ class _Dense:
 
     def to_dense(self):
         return self.t
+
+
+def test_shared_factorisation_and_vectorised_prior_grid():
+    x, y, xs = _data(seed=7)
+    kernel = _kernel()
+    tp = StudentTProcess(kernel, noise=0.07).fit(x, y)
+    base = tp.base_predict(xs)
+    a = torch.tensor([[0.5, 2.0], [4.0, 8.0]], dtype=D)
+    b = torch.tensor([[1.0, 0.5], [2.0, 8.0]], dtype=D)
+    ys = torch.linspace(-1, 1, 6, dtype=D)
+    grid = tp.predict_from_base(base, True, alpha=a, beta=b).log_prob(ys)
+    assert grid.shape == (2, 2, 6)
+    for i in range(2):
+        for j in range(2):
+            single = StudentTProcess(kernel, a[i, j].item(), b[i, j].item(), noise=0.07).fit(x, y)
+            assert torch.allclose(grid[i, j], single.predict(xs, observed=True).log_prob(ys), atol=1e-12)
+    sm = ScaleMixtureGP(kernel, LogNormal(0.0, 1.0), noise=0.5).share_fit(tp)
+    assert sm.noise.item() == pytest.approx(0.07)
+    ref = ScaleMixtureGP(kernel, LogNormal(0.0, 1.0), noise=0.07).fit(x, y)
+    assert torch.allclose(sm.predict(xs, True).log_prob(ys), ref.predict(xs, True).log_prob(ys), atol=1e-12)
+    with pytest.raises(ValueError, match="same kernel"):
+        ScaleMixtureGP(_kernel(), LogNormal(0.0, 1.0)).share_fit(tp)

@@ -93,3 +93,34 @@ def test_bad_arguments():
         polynomial_schedule(0, 1.0, 1.0, -1.0)
     with pytest.raises(ValueError, match="b"):
         polynomial_schedule(0, 1.0, 0.0, 0.5)
+
+
+def test_cyclical_lr_resumes_from_state_dicts():
+    def make():
+        w = torch.nn.Parameter(torch.ones(2))
+        opt = SGLD([w], lr=0.1, num_data=10, generator=torch.Generator().manual_seed(0))
+        return w, opt, CyclicalLR(opt, total_steps=30, num_cycles=3, exploration_fraction=0.6)
+
+    def run(w, opt, sched, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            (w**2).sum().backward()
+            opt.step()
+            sched.step()
+
+    w, opt, sched = make()
+    run(w, opt, sched, 7)
+    buf = io.BytesIO()
+    torch.save({"w": w.detach(), "opt": opt.state_dict(), "sched": sched.state_dict()}, buf)
+    run(w, opt, sched, 11)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    w2, opt2, sched2 = make()
+    with torch.no_grad():
+        w2.copy_(ckpt["w"])
+    opt2.load_state_dict(ckpt["opt"])
+    sched2.load_state_dict(ckpt["sched"])
+    run(w2, opt2, sched2, 11)
+    assert torch.equal(w, w2)
+    assert opt.param_groups[0]["lr"] == opt2.param_groups[0]["lr"]
+    assert opt.param_groups[0]["temperature"] == opt2.param_groups[0]["temperature"]

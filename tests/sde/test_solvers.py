@@ -119,7 +119,8 @@ def test_milstein_scalar_noise_nonsymmetric_jacobian(grad_free):
     y0 = torch.tensor([[1.0, -0.5]], dtype=F64).expand(batch, 2)
     W = grid.path[-1]  # (batch, 1)
     L = (sde.B - 0.5 * sde.A @ sde.A) * T
-    exact = (torch.linalg.matrix_exp(L + W[:, 0, None, None] * sde.A) @ y0.unsqueeze(-1)).squeeze(-1)
+    mats = torch.linalg.matrix_exp(L + W[:, 0, None, None] * sde.A)
+    exact = (mats @ y0.unsqueeze(-1)).squeeze(-1)
     dts, errors = [], []
     for k in (3, 4, 5, 6, 7):
         ys = sdeint(
@@ -650,13 +651,48 @@ def test_custom_solver_class_runs_and_is_checked():
 
 
 def test_chunked_noise_for_long_solves(monkeypatch):
-    import probgen.sde.noise as noise
+    from probgen.sde import noise
 
     monkeypatch.setattr(noise, "_CHUNK_ELEMENTS", 5000)  # 20_000 paths: one chunk per step
     sde = OU(0.0, 1.0)  # dX = dW
     n = 20_000
-    ys = sdeint(sde, torch.zeros(n, 1, dtype=F64), [0.0, 0.5, 2.0], dt=0.1, generator=make_generator(9))
+    ys = sdeint(
+        sde, torch.zeros(n, 1, dtype=F64), [0.0, 0.5, 2.0], dt=0.1, generator=make_generator(9)
+    )
     inc = ys[2, :, 0] - ys[1, :, 0]
     assert_close_mc(inc.var(), 1.5, 1.5 * math.sqrt(2 / n), what="Var W(2) - W(0.5)")
     # increments of disjoint intervals are independent
     assert_close_mc((inc * ys[1, :, 0]).mean(), 0.0, math.sqrt(1.5 * 0.5 / n), what="Cov")
+
+
+def test_names_and_fused_f_and_g_give_the_same_path():
+    class Renamed:
+        noise_type, sde_type = "diagonal", "ito"
+
+        def drift_fn(self, t, y):
+            return 0.5 * y
+
+        def diffusion_fn(self, t, y):
+            return 0.3 * y
+
+    class Fused:
+        noise_type, sde_type = "diagonal", "ito"
+
+        def f_and_g(self, t, y):
+            return 0.5 * y, 0.3 * y
+
+    y0 = torch.ones(5, 2, dtype=F64)
+    grid = BrownianGrid([i / 10 for i in range(11)], (5, 2), dtype=F64, generator=make_generator(0))
+    a = sdeint(
+        Renamed(),
+        y0,
+        [0.0, 1.0],
+        bm=grid,
+        dt=0.1,
+        names={"drift": "drift_fn", "diffusion": "diffusion_fn"},
+    )
+    b = sdeint(Fused(), y0, [0.0, 1.0], bm=grid, dt=0.1)
+    # Euler on GBM: X_T = prod_k (1 + 0.5 h + 0.3 dW_k)
+    exact = torch.prod(1 + 0.05 + 0.3 * grid.increments_on(grid.times), dim=0)
+    torch.testing.assert_close(a[-1], exact)
+    torch.testing.assert_close(b[-1], exact)
