@@ -2,7 +2,7 @@
 
 An 8x8-digits energy (``ConvEnergy``, 32 channels, envelope 0.1) is trained on classes 0-7 by
 each objective of ``EnergyBasedModel`` with the same q (a full-covariance Gaussian fitted to the
-training images, inflated 1.2x), the same Adam schedule and ``ITERS`` iterations. The score
+training images, inflated 1.2x), the same Adam schedule and ``ITERS`` iterations (CD: 10 ULA steps of size 1e-4). The score
 $E_\\theta(x)$ (higher = more anomalous) separates the in-distribution test digits from
 (a) the same test digits corrupted by Gaussian noise, blur and rotation (``corrupt_digits``,
 severity 1) and (b) the held-out classes 8 and 9. "q itself" scores with $-\\log q(x)$.
@@ -24,7 +24,7 @@ from probgen.data.digits import DigitsDataModule, corrupt_digits
 from probgen.energy import OBJECTIVES, EnergyBasedModel
 from probgen.metrics import auroc
 
-ITERS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+ITERS = int(sys.argv[1]) if len(sys.argv) > 1 else 400
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
         model = EnergyBasedModel(
             dim=64, energy={"kind": "conv", "side": 8, "channels": 32, "envelope": 0.1}, objective=objective,
             noise="gaussian", noise_kwargs={"scale": 1.2}, noise_batch_size=256, gamma=0.1, lr=5e-4,
-            langevin_steps=20, langevin_step_size=1e-4, cd_alpha=0.1, buffer_size=5000, dsm_sigma=0.05,
+            langevin_steps=10, langevin_step_size=1e-4, cd_alpha=0.1, buffer_size=5000, dsm_sigma=0.05,
             log_z_samples=20_000,
         )
         model.fit_noise(x_train)

@@ -243,3 +243,33 @@ with torch.no_grad():
 print(f"{'shift':10s} {'model':10s} {'accuracy':>9s} {'NLL':>7s} {'ECE':>7s}")
 for r in rows:
     print(f"{r[0]:10s} {r[1]:10s} {r[2]:9.3f} {r[3]:7.3f} {r[4]:7.3f}")
+
+# %% [markdown]
+# **Held-out classes.** Train on digits 0-7 only and ask how well the predictive's uncertainty
+# (entropy of the class probabilities, and the predictive standard deviation of the latent
+# outputs) separates unseen 8s and 9s from the in-distribution test digits (AUROC, higher is
+# better).
+
+# %%
+from probgen.metrics import auroc  # noqa: E402
+
+seen = labels < 8
+idx_in = perm[seen[perm]]
+tr_in, te_in = idx_in[:n_cls], idx_in[n_cls : n_cls + (150 if SMOKE else 500)]
+te_out = perm[~seen[perm]][: 150 if SMOKE else 350]
+Y_in = one_hot_targets(labels[tr_in], 8)
+ood_models = {
+    "NNGP": GaussianProcess(NNGPKernel(2, "relu").double(), noise=0.1),
+    "Student t": StudentTProcess(NNGPKernel(2, "relu").double(), alpha=2.0, beta=2.0, noise=0.1),
+}
+for name, model in ood_models.items():
+    fit_hyperparameters(model, x_all[tr_in], Y_in, steps=3 if SMOKE else 40, lr=0.05)
+    with torch.no_grad():
+        scores = {}
+        for part, ix in (("in", te_in), ("out", te_out)):
+            pred = model.predict(x_all[ix])
+            probs = class_probabilities(pred, 256, generator=torch.Generator().manual_seed(2))
+            entropy = -(probs * probs.log()).sum(-1)
+            scores[part] = (entropy, pred.stddev.mean(-1))
+    print(f"{name:10s} AUROC entropy {auroc(scores['in'][0], scores['out'][0]).item():.3f}   "
+          f"AUROC predictive std {auroc(scores['in'][1], scores['out'][1]).item():.3f}")

@@ -50,7 +50,7 @@ dm = GapRegression1D(num_train=40, noise=SIGMA)
 dm.setup()
 x, y = (t.double() for t in dm.splits["train"])
 grid = torch.linspace(-1.5, 1.5, 121)[:, None]
-steps = 300 if SMOKE else 20000
+steps = 100 if SMOKE else 10000
 
 
 def fit(num_chains, temperature, steps, lr=2e-5, schedule="constant"):
@@ -87,7 +87,8 @@ def pyro_model(x, y):
 
 
 pyro.set_rng_seed(0)
-mcmc = MCMC(NUTS(pyro_model), num_samples=20 if SMOKE else 500, warmup_steps=20 if SMOKE else 300, disable_progbar=True)
+kernel = NUTS(pyro_model, max_tree_depth=2 if SMOKE else 7)
+mcmc = MCMC(kernel, num_samples=10 if SMOKE else 500, warmup_steps=10 if SMOKE else 300, disable_progbar=True)
 mcmc.run(x, y)
 s = mcmc.get_samples()
 f_nuts = (torch.tanh(grid @ s["w1"].transpose(1, 2) + s["b1"][:, None]) @ s["w2"].transpose(1, 2) + s["b2"][:, None])[..., 0]
@@ -130,7 +131,7 @@ torch.set_default_dtype(torch.float32)
 moons = TwoMoons(num_train=300, num_test=500, noise=0.15)
 moons.setup()
 xm, ym = moons.splits["train"]
-csteps = 200 if SMOKE else 4000
+csteps = 60 if SMOKE else 4000
 maps = {}
 for name, temperature in (("SGLD ensemble", 1.0), ("deep ensemble", 0.0)):
     ens = BayesianEnsemble(mlp(2, 2, [32, 32]), CategoricalLikelihood(), GaussianPrior(1.0), num_chains=8,
@@ -182,7 +183,7 @@ have_uci = (root / "yacht" / "data.txt").exists()
 if have_uci:
     L.seed_everything(0)
     uci = UCIRegression(root=str(root), dataset="yacht", split=0, batch_size=32)
-    max_steps = 60 if SMOKE else 3000
+    max_steps = 20 if SMOKE else 3000
     model = SGLDEnsemble(input_dim=6, output_dim=1, hidden_dims=[50], noise="learnt", noise_scale=0.5,
                          num_chains=8, sampler="psgld", lr=3e-3 / 277, burn_in=max_steps // 2, thin=10,
                          store_size=40)

@@ -32,6 +32,11 @@ from probgen.interpolants.paths import Interpolant
 __all__ = ["GaussianMixtureFields", "standard_normal"]
 
 
+def _apply(K: Tensor, v: Tensor) -> Tensor:
+    """Batched matrix-vector product ``K: (n or 1, C, d, d)``, ``v: (n, C, d)``."""
+    return (K @ v[..., None])[..., 0]
+
+
 def standard_normal(dim: int) -> GaussianMixture:
     """$N(0, I_d)$ as a one-component :class:`GaussianMixture`."""
     return GaussianMixture(torch.zeros(1, dim), stds=torch.ones(1))
@@ -64,25 +69,30 @@ class GaussianMixtureFields:
 
     def _coeffs(self, t, x: Tensor):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t.dim() == 1 and t.shape != x.shape[:1]:
+            raise ValueError(f"t must be a float or have shape ({x.shape[0]},), got {tuple(t.shape)}")
+        if t.dim() == 1 and bool((t == t[0]).all()):
+            t = t[0]  # one time for the whole batch (as in a solver): one covariance per component
         if t.dim() == 0:
-            t = t.expand(x.shape[0])
-        if t.shape != x.shape[:1]:
+            t = t.reshape(1)
+        elif t.dim() != 1:
             raise ValueError(f"t must be a float or have shape ({x.shape[0]},), got {tuple(t.shape)}")
         I = self.interpolant
         return tuple(c[:, None, None, None] for c in (I.alpha(t), I.beta(t), I.gamma(t), I.dalpha(t), I.dbeta(t), I.gamma_dgamma(t)))
 
     def _moments(self, t, x):
-        a, b, g, da, db, gdg = self._coeffs(t, x)
+        a, b, g, da, db, gdg = self._coeffs(t, x)  # (n or 1, 1, 1, 1)
         dt, dev = x.dtype, x.device
         m0, m1 = self._m0.to(dev, dt), self._m1.to(dev, dt)
         C0, C1 = self._C0.to(dev, dt)[None], self._C1.to(dev, dt)[None]
         eye = torch.eye(self.dim, dtype=dt, device=dev)
-        mu = a[..., 0] * m0[None] + b[..., 0] * m1[None]  # (n, C, d)
-        Sigma = a**2 * C0 + b**2 * C1 + g**2 * eye  # (n, C, d, d)
+        mu = a[..., 0] * m0[None] + b[..., 0] * m1[None]  # (n or 1, C, d)
+        Sigma = a**2 * C0 + b**2 * C1 + g**2 * eye  # (n or 1, C, d, d)
         chol = torch.linalg.cholesky(Sigma)
-        diff = (x[:, None, :] - mu)[..., None]
-        sol = torch.cholesky_solve(diff, chol)[..., 0]  # Sigma^{-1}(x - mu), (n, C, d)
-        maha = (diff[..., 0] * sol).sum(-1)
+        prec = torch.cholesky_inverse(chol)
+        diff = x[:, None, :] - mu  # (n, C, d)
+        sol = _apply(prec, diff)  # Sigma^{-1}(x - mu), (n, C, d)
+        maha = (diff * sol).sum(-1)
         logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         logp = self._logw.to(dev, dt)[None] - 0.5 * (maha + logdet + self.dim * math.log(2 * math.pi))
         w = torch.softmax(logp, dim=-1)
@@ -106,7 +116,7 @@ class GaussianMixtureFields:
         M = self._moments(t, x)
         mean = M["da"][..., 0] * M["m0"][None] + M["db"][..., 0] * M["m1"][None]
         K = M["a"] * M["da"] * M["C0"] + M["b"] * M["db"] * M["C1"]
-        comp = mean + torch.einsum("ncij,ncj->nci", K, M["sol"])
+        comp = mean + _apply(K, M["sol"])
         return self._mix(M["w"], comp)
 
     def velocity(self, t, x: Tensor) -> Tensor:
@@ -114,7 +124,7 @@ class GaussianMixtureFields:
         M = self._moments(t, x)
         mean = M["da"][..., 0] * M["m0"][None] + M["db"][..., 0] * M["m1"][None]
         K = M["a"] * M["da"] * M["C0"] + M["b"] * M["db"] * M["C1"] + M["gdg"] * M["eye"]
-        comp = mean + torch.einsum("ncij,ncj->nci", K, M["sol"])
+        comp = mean + _apply(K, M["sol"])
         return self._mix(M["w"], comp)
 
     def eta_z(self, t, x: Tensor) -> Tensor:
@@ -125,13 +135,13 @@ class GaussianMixtureFields:
     def eta0(self, t, x: Tensor) -> Tensor:
         """$\\eta_0 = E[x_0 \\mid x_t = x]$, ``(n, d)``."""
         M = self._moments(t, x)
-        comp = M["m0"][None] + torch.einsum("ncij,ncj->nci", M["a"] * M["C0"], M["sol"])
+        comp = M["m0"][None] + _apply(M["a"] * M["C0"], M["sol"])
         return self._mix(M["w"], comp)
 
     def eta1(self, t, x: Tensor) -> Tensor:
         """$\\eta_1 = E[x_1 \\mid x_t = x]$, ``(n, d)``."""
         M = self._moments(t, x)
-        comp = M["m1"][None] + torch.einsum("ncij,ncj->nci", M["b"] * M["C1"], M["sol"])
+        comp = M["m1"][None] + _apply(M["b"] * M["C1"], M["sol"])
         return self._mix(M["w"], comp)
 
     def sample(self, t: float, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -1006,6 +1006,15 @@ def odeint(
     else:
         import torchdiffeq
 
+        try:
+            from torchdiffeq._impl.odeint import SOLVERS as torchdiffeq_methods
+        except ImportError:  # pragma: no cover - private name moved: let torchdiffeq check
+            torchdiffeq_methods = None
+        if torchdiffeq_methods is not None and method not in torchdiffeq_methods:
+            raise ValueError(
+                f"method={method!r} is unknown; allowed: {sorted(ODE_METHODS)} (fixed step) or a "
+                f"torchdiffeq method such as 'dopri5' ({sorted(torchdiffeq_methods)})"
+            )
         nfe_box = [0]
 
         def counted(t: Tensor, y: Tensor) -> Tensor:
@@ -1043,13 +1052,6 @@ def odeint(
                 raise SolverDivergedError(
                     f"odeint(method={method!r}): the adaptive step size underflowed ({e}); the ODE is stiff or "
                     "blows up: loosen rtol/atol or check func"
-                ) from e
-            raise
-        except ValueError as e:
-            if "Invalid method" in str(e) or "method" in str(e).lower():
-                raise ValueError(
-                    f"method={method!r} is unknown; allowed: {sorted(ODE_METHODS)} or a torchdiffeq method "
-                    "such as 'dopri5'"
                 ) from e
             raise
         nfe = nfe_box[0]

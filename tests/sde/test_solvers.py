@@ -601,6 +601,10 @@ def test_input_errors():
         odeint(linear_field, torch.ones(1, 3), [0.0, 1.0, 0.5])
     with pytest.raises(ValueError, match="shape"):
         odeint(lambda t, y: y[:, :1], torch.ones(1, 3), [0.0, 1.0])
+    with pytest.raises(ValueError, match="unknown"):
+        odeint(linear_field, torch.ones(1, 3), [0.0, 1.0], method="rk45")
+    with pytest.raises(TypeError, match="ODESolver subclass"):
+        odeint(linear_field, torch.ones(1, 3), [0.0, 1.0], method=EulerMaruyama)
 
 
 def test_divergence_raises_solver_diverged_error():
@@ -696,3 +700,24 @@ def test_names_and_fused_f_and_g_give_the_same_path():
     exact = torch.prod(1 + 0.05 + 0.3 * grid.increments_on(grid.times), dim=0)
     torch.testing.assert_close(a[-1], exact)
     torch.testing.assert_close(b[-1], exact)
+
+
+def test_custom_ode_solver_class():
+    from probgen.sde import ODESolver
+
+    class Midpoint(ODESolver):
+        order, stages, nodes = 2, 2, (0.0, 0.5)
+
+        def step(self, t, h, y):
+            k1 = self.func(t[0], y)
+            return torch.add(y, self.func(t[1], torch.add(y, k1, alpha=0.5 * h)), alpha=h)
+
+    y0 = torch.tensor([[1.0, 0.0, -1.0]], dtype=F64)
+    exact = y0 @ torch.linalg.matrix_exp(A_ODE).T
+    dts = [2.0**-k for k in range(3, 7)]
+    errors = []
+    for dt in dts:
+        ys, nfe = odeint(linear_field, y0, [0.0, 1.0], method=Midpoint, dt=dt, return_nfe=True)
+        errors.append((ys[-1] - exact).abs().max().item())
+        assert nfe == 2 * round(1 / dt)
+    assert_order(dts, errors, 2.0, tol=0.25)
