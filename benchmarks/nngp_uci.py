@@ -35,9 +35,9 @@ import torch
 from gpytorch.kernels import Kernel
 
 from probgen.data.uci import load_uci
+from probgen.exceptions import ProbgenNumericalError
 from probgen.nngp import BurrXII, GaussianProcess, NNGPKernel, ScaleMixtureGP, StudentTProcess
 from probgen.nngp.fitting import PAPER_GRID
-from probgen.exceptions import ProbgenNumericalError
 
 PAPER = {  # test NLL, NNGP / inverse gamma / Burr XII (Lee et al. 2022, Table 1)
     "boston": (1.14, 1.08, 1.06),

@@ -176,9 +176,10 @@ from pathlib import Path
 
 from probgen.data.uci import UCIRegression
 
-root = Path("../shared/data/uci")
-if not root.exists():
-    root = Path("../../shared/data/uci")  # executed from tutorials/
+candidates = [Path(os.environ.get("PROBGEN_UCI_ROOT", "../shared/data/uci")), Path("../../shared/data/uci")]
+if "__file__" in globals():  # run as a script: relative to the repository
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "uci")
+root = next((c for c in candidates if (c / "yacht" / "data.txt").exists()), candidates[0])
 have_uci = (root / "yacht" / "data.txt").exists()
 if have_uci:
     L.seed_everything(0)

@@ -18,7 +18,13 @@ from probgen.energy.energies import (
     build_energy,
 )
 from probgen.energy.module import OBJECTIVES, EnergyBasedModel
-from probgen.energy.noise import GaussianMixtureNoise, GaussianNoise, NoiseDistribution, build_noise
+from probgen.energy.noise import (
+    GaussianMixtureNoise,
+    GaussianNoise,
+    NoiseDistribution,
+    NoiseEnergy,
+    build_noise,
+)
 from probgen.energy.objectives import (
     MovingAverageLogZ,
     ObjectiveOutput,
@@ -53,6 +59,7 @@ __all__ = [
     "MLPEnergy",
     "MovingAverageLogZ",
     "NoiseDistribution",
+    "NoiseEnergy",
     "ObjectiveOutput",
     "QuadraticEnergy",
     "ReplayBuffer",

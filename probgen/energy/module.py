@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from probgen.base import ProbgenModule
-from probgen.energy.energies import Energy, build_energy
-from probgen.energy.noise import build_noise
+from probgen.energy.energies import Energy, SumEnergy, build_energy
+from probgen.energy.noise import NoiseEnergy, build_noise
 from probgen.energy.objectives import (
     MovingAverageLogZ,
     ObjectiveOutput,
@@ -55,6 +55,8 @@ class EnergyBasedModel(ProbgenModule):
             for ``"gaussian"`` also fixed ``mean``/``cov``).
         fit_noise_to_data: fit $q$ to the training split at setup (else keep ``noise_kwargs``'
             parameters, e.g. a deliberately mismatched $q$).
+        base_on_noise: model $p \\propto q\\,e^{-E}$, i.e. the energy is ``E + NoiseEnergy(q)``
+            (a product of experts with the fitted $q$); recommended in high dimensions.
         noise_batch_size: $m$, noise samples per step (also the number of CD chains).
         gamma: moving-average weight $\\gamma$ of the compositional objectives.
         learn_log_normalizer: NCE learns $c$ (else $c = 0$: the energy must be normalised).
@@ -78,6 +80,7 @@ class EnergyBasedModel(ProbgenModule):
         noise: str = "gaussian",
         noise_kwargs: dict | None = None,
         fit_noise_to_data: bool = True,
+        base_on_noise: bool = False,
         noise_batch_size: int = 1024,
         gamma: float = 0.1,
         learn_log_normalizer: bool = True,
@@ -110,8 +113,9 @@ class EnergyBasedModel(ProbgenModule):
             raise ValueError(f"sample_init_temperature must be >= 1, got {sample_init_temperature}")
         self.save_hyperparameters()
         spec = energy if energy is not None else {"kind": "mlp", "dim": dim, "hidden": 128, "depth": 3, "envelope": 0.01}
-        self.energy: Energy = build_energy(spec)
-        self.noise = build_noise(noise, self.energy.event_shape, **(noise_kwargs or {}))
+        net = build_energy(spec)
+        self.noise = build_noise(noise, net.event_shape, **(noise_kwargs or {}))
+        self.energy: Energy = SumEnergy([net, NoiseEnergy(self.noise)]) if base_on_noise else net
         self.log_normalizer = nn.Parameter(torch.zeros(()), requires_grad=objective == "nce" and learn_log_normalizer)
         self.register_buffer("noise_fitted", torch.tensor(False))
         self.estimator = MovingAverageLogZ(gamma=gamma, storm=objective == "storm")

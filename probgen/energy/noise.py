@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from probgen.energy.energies import Energy
 from probgen.exceptions import NotPositiveDefiniteError
 
 __all__ = ["GaussianMixtureNoise", "GaussianNoise", "NoiseDistribution", "build_noise"]
@@ -189,6 +190,27 @@ class GaussianMixtureNoise(NoiseDistribution):
     def log_prob(self, x: Tensor) -> Tensor:
         flat = self._flat(x)
         return torch.logsumexp(self._component_log_prob(flat) + torch.log_softmax(self.logits.to(flat), 0), -1)
+
+
+class NoiseEnergy(Energy):
+    """$E(x) = -\\log q(x)$: a fixed, normalised noise distribution as an expert.
+
+    ``net + NoiseEnergy(q)`` is the exponentially tilted model $p \\propto q\\,e^{-E_{net}}$: its
+    importance weights under $q$ are $e^{-E_{net}}$, bounded at initialisation, which keeps the
+    compositional, minibatch and NCE objectives usable in high dimensions. The noise's buffers
+    are not trained.
+
+    Args:
+        noise: a fitted noise distribution.
+    """
+
+    def __init__(self, noise: NoiseDistribution) -> None:
+        super().__init__(noise.event_shape)
+        self.noise = noise
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        return -self.noise.log_prob(x)
 
 
 def build_noise(kind: str, event_shape, **kwargs) -> NoiseDistribution:

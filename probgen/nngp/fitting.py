@@ -18,7 +18,7 @@ from torch import Tensor
 
 from probgen.exceptions import ProbgenNumericalError
 
-__all__ = ["fit_hyperparameters", "grid_search", "GridResult", "PAPER_GRID"]
+__all__ = ["PAPER_GRID", "GridResult", "fit_hyperparameters", "grid_search"]
 
 #: The grid of the paper's UCI experiments (authors' ``reg.sh``): ``noise`` is
 #: $10^{-6 + e/2}$ for $e = 5, \dots, 9$; ``readout_var`` is the NNGP's last-layer variance.

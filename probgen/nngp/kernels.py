@@ -29,7 +29,7 @@ from gpytorch.constraints import Positive
 from gpytorch.kernels import Kernel
 from torch import Tensor
 
-__all__ = ["NNGPKernel", "nngp_covariance", "relu_expectation", "erf_expectation", "ACTIVATIONS"]
+__all__ = ["ACTIVATIONS", "NNGPKernel", "erf_expectation", "nngp_covariance", "relu_expectation"]
 
 #: Activations available by name for the quadrature path (``relu`` and ``erf`` also have closed forms).
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -123,7 +123,7 @@ def _derivative(phi: Callable[[Tensor], Tensor], order: int) -> Callable[[Tensor
 
 
 def _gh_pair(f, g, k11: Tensor, k12: Tensor, k22: Tensor, z: Tensor, w: Tensor) -> Tensor:
-    """$\mathbb E[f(u) g(v)]$ by 2-D Gauss-Hermite (no autograd through the square roots)."""
+    r"""$\mathbb E[f(u) g(v)]$ by 2-D Gauss-Hermite (no autograd through the square roots)."""
     s11 = torch.sqrt(k11.clamp_min(0.0))
     s22 = torch.sqrt(k22.clamp_min(0.0))
     norm = (s11 * s22).clamp_min(torch.finfo(k12.dtype).tiny)
@@ -146,11 +146,11 @@ def _reduce_to(grad: Tensor, shape: torch.Size) -> Tensor:
 
 
 class _QuadratureExpectation(torch.autograd.Function):
-    """$\mathbb E[\phi(u)\phi(v)]$ with gradients from Price's theorem.
+    """$\\mathbb E[\\phi(u)\\phi(v)]$ with gradients from Price's theorem.
 
-    $\partial_{k_{12}} \mathbb E[\phi(u)\phi(v)] = \mathbb E[\phi'(u)\phi'(v)]$ and
-    $\partial_{k_{11}} = \tfrac12 \mathbb E[\phi''(u)\phi(v)]$, each by the same quadrature: unlike
-    autograd through $\sqrt{1 - \rho^2}$, these stay finite at $\rho = 1$ (the diagonal).
+    $\\partial_{k_{12}} \\mathbb E[\\phi(u)\\phi(v)] = \\mathbb E[\\phi'(u)\\phi'(v)]$ and
+    $\\partial_{k_{11}} = \tfrac12 \\mathbb E[\\phi''(u)\\phi(v)]$, each by the same quadrature: unlike
+    autograd through $\\sqrt{1 - \rho^2}$, these stay finite at $\rho = 1$ (the diagonal).
     """
 
     @staticmethod
@@ -180,13 +180,13 @@ class _QuadratureExpectation(torch.autograd.Function):
 def quadrature_expectation(
     phi: Callable[[Tensor], Tensor], k11: Tensor, k12: Tensor, k22: Tensor, num_points: int = 64
 ) -> Tensor:
-    """$\mathbb E[\phi(u)\phi(v)]$ by 2-D Gauss-Hermite quadrature (``num_points`` per dimension).
+    """$\\mathbb E[\\phi(u)\\phi(v)]$ by 2-D Gauss-Hermite quadrature (``num_points`` per dimension).
 
-    Writes $u = \sqrt{k_{11}} z_1$, $v = \sqrt{k_{22}}(\rho z_1 + \sqrt{1-\rho^2} z_2)$ with
-    $z_1, z_2$ independent standard normals. Exact for polynomials of degree $< 2\,$``num_points``;
-    converges slowly for non-smooth $\phi$ (ReLU: use the closed form) and for saturating
+    Writes $u = \\sqrt{k_{11}} z_1$, $v = \\sqrt{k_{22}}(\rho z_1 + \\sqrt{1-\rho^2} z_2)$ with
+    $z_1, z_2$ independent standard normals. Exact for polynomials of degree $< 2\\,$``num_points``;
+    converges slowly for non-smooth $\\phi$ (ReLU: use the closed form) and for saturating
     activations at large variances. Gradients use Price's theorem (see
-    :class:`_QuadratureExpectation`) and need a twice-differentiable $\phi$.
+    :class:`_QuadratureExpectation`) and need a twice-differentiable $\\phi$.
 
     Args:
         phi: elementwise activation.

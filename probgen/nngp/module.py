@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Gamma, HalfCauchy, InverseGamma, LogNormal, Normal, StudentT
+from torch.distributions import (
+    Distribution,
+    Gamma,
+    HalfCauchy,
+    InverseGamma,
+    LogNormal,
+    Normal,
+    StudentT,
+)
 
 from probgen.base import ProbgenModule
 from probgen.nngp.classification import class_probabilities
@@ -20,7 +28,7 @@ from probgen.nngp.kernels import NNGPKernel
 from probgen.nngp.priors import BurrXII
 from probgen.nngp.processes import GaussianProcess, ScaleMixtureGP, StudentTProcess
 
-__all__ = ["ScaleMixtureNNGP", "make_prior", "PRIORS"]
+__all__ = ["PRIORS", "ScaleMixtureNNGP", "make_prior"]
 
 PRIORS = ("gaussian", "invgamma", "burr12", "lognormal", "halfcauchy", "gamma")
 

@@ -197,6 +197,10 @@ class BrownianGrid:
         zero = torch.zeros_like(increments[:1])
         self.path = torch.cat([zero, increments.cumsum(0)], dim=0)  # (n + 1, *size)
 
+    # torchsde's solvers check this attribute: increments only, no Levy area, so a
+    # BrownianGrid also drives torchsde's euler / milstein / heun / midpoint.
+    levy_area_approximation = "none"
+
     @property
     def shape(self) -> torch.Size:
         """Shape of one increment, ``(batch, m)`` (torchsde's ``bm.shape``)."""

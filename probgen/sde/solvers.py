@@ -149,7 +149,7 @@ class _SDETerms:
 
 
 class SDESolver:
-    """A fixed-step SDE solver: declares its orders, SDE type and noise types; one ``step``.
+    r"""A fixed-step SDE solver: declares its orders, SDE type and noise types; one ``step``.
 
     Attributes:
         strong_order: strong (pathwise) order of convergence.
@@ -158,6 +158,11 @@ class SDESolver:
         noise_types: the noise types it solves correctly.
         nodes: fractions $c$ of a step at which the solver evaluates the SDE; ``step``
             receives the times $t_k + c h$ as 0-dim tensors in this order.
+
+    A subclass writes ``step`` with the callables bound at construction:
+    ``self.f_and_g(t, y) -> (f, g)``, ``self.g(t, y)``, ``self.diffuse(y, g, dW)`` $= y + g\,dW$
+    (one fused op for the SDE's noise type), ``self.prod(g, dW)`` $= g\,dW$; and
+    ``self.noise_type``, ``self.options``. Pass the class as ``sdeint(..., method=MySolver)``.
     """
 
     strong_order: float
@@ -294,11 +299,10 @@ class StratonovichHeun(SDESolver):
 
     def step(self, t: tuple[Tensor, ...], h: float, y: Tensor, dW: Tensor) -> Tensor:
         f0, g0 = self.f_and_g(t[0], y)
-        g0_dW = self.prod(g0, dW)
-        y_pred = torch.add(y + g0_dW, f0, alpha=h)
+        y_pred = torch.add(self.diffuse(y, g0, dW), f0, alpha=h)
         f1, g1 = self.f_and_g(t[1], y_pred)
-        increment = torch.add(g0_dW + self.prod(g1, dW), f0 + f1, alpha=h)
-        return torch.add(y, increment, alpha=0.5)
+        # y + (f0 + f1) h / 2 + (g0 + g1) dW / 2 = (y + y_pred + f1 h + g1 dW) / 2: six ops.
+        return torch.add(self.diffuse(y + y_pred, g1, dW), f1, alpha=h) * 0.5
 
 
 SDE_METHODS: dict[str, dict[str, type[SDESolver]]] = {
@@ -812,6 +816,8 @@ def sdeint(
             whenever ``dt`` divides the spacing of ``ts``).
         logqp: also return the KL rate integral between outputs,
             $\int_{t_{i-1}}^{t_i} \tfrac12 |u|^2 ds$ with $g u = f - h$ (Li et al. 2020).
+            With diagonal noise ``bm`` may have shape ``(batch, d)`` or, as torchsde requires
+            for its augmented state, ``(batch, d + 1)``.
         generator: random generator for the increments (``None``: the global RNG).
         options: method options; ``{"grad_free": True}`` for derivative-free Milstein.
         names: torchsde's renaming of the SDE methods, e.g. ``{"drift": "drift_net"}``.

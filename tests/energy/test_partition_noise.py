@@ -98,3 +98,17 @@ def test_replay_buffer_reinit_rate_and_state():
     assert new.capacity == 1000 and torch.equal(new.buffer, buf.buffer)
     with pytest.raises(ValueError, match="reinit_prob"):
         ReplayBuffer(reinit_prob=2.0)
+
+
+def test_noise_energy_is_normalised_and_tilts_the_model():
+    from probgen.energy import EnergyBasedModel, NoiseEnergy, SumEnergy
+
+    q = GaussianMixtureNoise(2, num_components=2, iterations=10).double()
+    gen = torch.Generator().manual_seed(0)
+    q.fit(torch.randn(400, 2, dtype=DT, generator=gen) * torch.tensor([1.0, 0.5], dtype=DT))
+    assert abs(float(log_partition_grid(NoiseEnergy(q), -8, 8, 400))) < 1e-6  # -log q integrates to log 1
+    model = EnergyBasedModel(dim=2, energy={"kind": "quadratic", "dim": 2}, noise="gaussian", base_on_noise=True)
+    assert isinstance(model.energy, SumEnergy) and isinstance(model.energy.terms[1], NoiseEnergy)
+    assert model.energy.terms[1].noise is model.noise
+    x = torch.randn(5, 2)
+    assert torch.allclose(model.energy(x), model.energy.terms[0](x) - model.noise.log_prob(x))

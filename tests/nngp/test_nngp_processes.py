@@ -55,7 +55,7 @@ def test_student_t_predictive_equals_numerical_gaussian_mixture_integral():
 
     s2_hat = yn @ np.linalg.solve(Ky, yn) / len(yn)
     shift = log_joint(s2_hat)
-    joint = lambda s2: math.exp(log_joint(s2) - shift)  # noqa: E731
+    joint = lambda s2: math.exp(log_joint(s2) - shift)
     z = integrate.quad(joint, 0, np.inf, points=None, limit=200)[0]
     for observed in (False, True):
         pred = tp.predict(xs, observed=observed)

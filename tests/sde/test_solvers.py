@@ -721,3 +721,13 @@ def test_custom_ode_solver_class():
         errors.append((ys[-1] - exact).abs().max().item())
         assert nfe == 2 * round(1 / dt)
     assert_order(dts, errors, 2.0, tol=0.25)
+
+
+def test_brownian_grid_drives_torchsde_too():
+    # dt = 2^-4 makes torchsde's accumulated times exact grid points.
+    sde = NeuralDiagonalSDE().to(F64)
+    y0 = torch.randn(8, 3, dtype=F64, generator=make_generator(0))
+    grid = BrownianGrid([i / 16 for i in range(17)], (8, 3), dtype=F64, generator=make_generator(1))
+    ts = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    ref = torchsde.sdeint(sde, y0, ts, bm=grid, method="euler", dt=1 / 16)
+    torch.testing.assert_close(sdeint(sde, y0, ts, bm=grid, method="euler", dt=1 / 16), ref)
