@@ -120,13 +120,24 @@ def _ess_core(chains: Tensor) -> Tensor:
     rho = 1.0 - (mean_var - acov.mean(dim=0)) / var_plus  # (n, ...)
     rho[0] = 1.0
     n_pairs = (n - 1) // 2  # pairs (rho_{2k}, rho_{2k+1}) with 2k+1 <= n-1
-    pairs = rho[0 : 2 * n_pairs : 2] + rho[1 : 2 * n_pairs : 2]  # (n_pairs, ...)
-    # initial positive sequence: keep pairs up to (excluding) the first negative one
-    keep = torch.cumprod((pairs >= 0).to(pairs.dtype), dim=0)
-    # initial monotone sequence: running minimum of the kept pairs
-    mono = torch.cummin(torch.where(keep > 0, pairs, torch.zeros_like(pairs)), dim=0).values
-    tau = -1.0 + 2.0 * (mono * keep).sum(dim=0)
     total = float(m * n)
+    if n_pairs == 0:
+        return torch.full_like(chain_mean[0], total * math.log10(total))
+    even = rho[0 : 2 * n_pairs : 2]
+    pairs = even + rho[1 : 2 * n_pairs : 2]  # (n_pairs, ...)
+    # initial positive sequence: pairs up to (excluding) the first negative one
+    n_kept = torch.cumprod((pairs >= 0).to(torch.long), dim=0).sum(dim=0)
+    # Stan / ArviZ: the pairs before the last examined one, J (the first negative pair, or the
+    # last pair), are summed, made monotone; then rho_{2J} is added once (if positive when J
+    # is the first negative pair).
+    last = n_kept.clamp(max=n_pairs - 1)
+    idx = torch.arange(n_pairs, device=pairs.device).reshape(-1, *([1] * (pairs.dim() - 1)))
+    summed = idx < last
+    # initial monotone sequence: running minimum of the summed pairs
+    mono = torch.cummin(torch.where(summed, pairs, torch.zeros_like(pairs)), dim=0).values
+    rho_last = even.gather(0, last.unsqueeze(0)).squeeze(0)
+    rho_last = torch.where(n_kept < n_pairs, rho_last.clamp(min=0.0), rho_last)
+    tau = -1.0 + 2.0 * (mono * summed).sum(dim=0) + rho_last
     tau = torch.clamp(tau, min=1.0 / math.log10(total))
     return total / tau
 
@@ -157,7 +168,11 @@ def rhat(chains, method: str = "rank") -> Tensor:
         raise ValueError(f"method must be 'rank' or 'split', got {method!r}")
     split = split_chains(x)
     bulk = _rhat_classic(rank_normalize(split))
-    median = x.reshape(-1, *x.shape[2:]).median(dim=0).values
+    # fold at numpy's median of the split draws (mean of the two middle ones), as ArviZ does;
+    # torch's median would take the lower one
+    srt = split.reshape(-1, *split.shape[2:]).sort(dim=0).values
+    s = srt.shape[0]
+    median = 0.5 * (srt[(s - 1) // 2] + srt[s // 2])
     folded = (split - median).abs()
     tail = _rhat_classic(rank_normalize(folded))
     return torch.maximum(bulk, tail).to(out_dtype)
@@ -173,9 +188,10 @@ def ess(chains, method: str = "bulk") -> Tensor:
     minimum ESS of the 5% and 95% quantile indicators.
 
     The autocorrelations $\\hat\\rho_t$ combine within- and between-chain variance (eq. 10);
-    their sum is truncated at the first negative pair $\\hat\\rho_{2k} + \\hat\\rho_{2k+1}$
+    their sum is truncated at the first negative pair $P_J = \\hat\\rho_{2J} + \\hat\\rho_{2J+1}$
     and made monotone (Geyer's initial monotone sequence), and
-    $\\mathrm{ESS} = MN / \\hat\\tau$ with $\\hat\\tau = -1 + 2\\sum_k P_k$, bounded below by
+    $\\mathrm{ESS} = MN / \\hat\\tau$ with $\\hat\\tau = -1 + 2\\sum_{k<J} P_k
+    + \\max(\\hat\\rho_{2J}, 0)$ (Stan's and ArviZ's estimator), bounded below by
     $1/\\log_{10}(MN)$ as in Stan (antithetic chains may give ESS > MN).
 
     Args:

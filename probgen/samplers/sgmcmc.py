@@ -87,6 +87,12 @@ def _is_zero(x: Scalar) -> bool:
     return not isinstance(x, Tensor) and x == 0
 
 
+def _numbers(*xs: Scalar) -> bool:
+    """All Python numbers: the update can use fused ops (``alpha=`` / ``value=``), which
+    allocate one tensor per parameter instead of one per arithmetic op."""
+    return not any(isinstance(x, Tensor) for x in xs)
+
+
 def _noise_like(
     params: Mapping[str, Tensor], noise: Mapping[str, Tensor] | None
 ) -> Mapping[str, Tensor]:
@@ -136,10 +142,18 @@ def sgld_step(
     _check_positive("temperature", temperature, allow_zero=True)
     _check_keys("grads", grads, params)
     drift = lr * num_data
+    fused = _numbers(lr, num_data, temperature)
     if _is_zero(temperature):
+        if fused:
+            return {k: torch.add(p, grads[k], alpha=-drift) for k, p in params.items()}
         return {k: p - drift * grads[k] for k, p in params.items()}
     xi = _noise_like(params, noise)
     scale = _sqrt(2.0 * lr * temperature)
+    if fused:
+        return {
+            k: torch.add(p, grads[k], alpha=-drift).add_(xi[k], alpha=scale)
+            for k, p in params.items()
+        }
     return {k: p - drift * grads[k] + scale * xi[k] for k, p in params.items()}
 
 
@@ -203,9 +217,22 @@ def psgld_step(
     _check_positive("eps", eps)
     _check_keys("grads", grads, params)
     _check_keys("state", state, params)
+    drift = lr * num_data
+    if _numbers(lr, num_data, temperature, alpha, eps):
+        new_state = {
+            k: torch.mul(state[k], alpha).addcmul_(grads[k], grads[k], value=1.0 - alpha)
+            for k in params
+        }
+        precond = {k: v.sqrt().add_(eps).reciprocal_() for k, v in new_state.items()}
+        new = {k: torch.addcmul(p, precond[k], grads[k], value=-drift) for k, p in params.items()}
+        if not _is_zero(temperature):
+            xi = _noise_like(params, noise)
+            scale = math.sqrt(2.0 * lr * temperature)
+            for k, p in new.items():
+                p.addcmul_(precond[k].sqrt_(), xi[k], value=scale)
+        return new, new_state
     new_state = {k: alpha * state[k] + (1.0 - alpha) * grads[k] * grads[k] for k in params}
     precond = {k: 1.0 / (eps + v.sqrt()) for k, v in new_state.items()}
-    drift = lr * num_data
     if _is_zero(temperature):
         new = {k: p - drift * precond[k] * grads[k] for k, p in params.items()}
         return new, new_state
@@ -274,7 +301,16 @@ def sghmc_step(
     _check_keys("grads", grads, params)
     _check_keys("state", state, params)
     drift = lr * num_data
-    if _is_zero(temperature):
+    if _numbers(lr, num_data, temperature, friction):
+        v_new = {
+            k: torch.mul(state[k], 1.0 - friction).add_(grads[k], alpha=-drift) for k in params
+        }
+        if not _is_zero(temperature):
+            xi = _noise_like(params, noise)
+            scale = math.sqrt(2.0 * friction * lr * temperature)
+            for k, v in v_new.items():
+                v.add_(xi[k], alpha=scale)
+    elif _is_zero(temperature):
         v_new = {k: (1.0 - friction) * state[k] - drift * grads[k] for k in params}
     else:
         xi = _noise_like(params, noise)

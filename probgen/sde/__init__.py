@@ -6,6 +6,7 @@
 :func:`brownian_increments`; fractional Brownian motion in :mod:`probgen.sde.fbm`.
 """
 
+from probgen.sde.fbm import MarkovFBM, fbm_covariance, sample_fbm
 from probgen.sde.noise import BrownianGrid, brownian_increments, grid_increments
 from probgen.sde.solvers import (
     ODE_METHODS,
@@ -25,6 +26,9 @@ from probgen.sde.solvers import (
 )
 
 __all__ = [
+    "MarkovFBM",
+    "fbm_covariance",
+    "sample_fbm",
     "ODE_METHODS",
     "RK4",
     "SDE_METHODS",
@@ -43,13 +47,3 @@ __all__ = [
     "sdeint",
     "step_grid",
 ]
-
-# fbm.py is written by the fractional family; the guard keeps this package importable while
-# that file is missing or mid-edit. TODO(lead): replace by a plain import once fbm.py is final.
-try:
-    from probgen.sde.fbm import MarkovFBM, fbm_covariance, sample_fbm
-except ImportError as _error:  # pragma: no cover
-    if isinstance(_error, ModuleNotFoundError) and _error.name not in ("probgen.sde.fbm", None):
-        raise
-else:
-    __all__ += ["MarkovFBM", "fbm_covariance", "sample_fbm"]

@@ -924,6 +924,15 @@ def sdeint(
         device=y0.device,
         generator=generator,
     )
+    if bm is not None and not hasattr(bm, "shape") and isinstance(noise, list) and noise:
+        # a plain callable: check what it returned (a wrong shape would broadcast silently)
+        got = tuple(noise[0].shape) if torch.is_tensor(noise[0]) else type(noise[0]).__name__
+        if got not in allowed:
+            raise ValueError(
+                f"bm(t0, t1) must return increments of shape (batch, m) = {allowed[0]} for this "
+                f"SDE, got {got}"
+            )
+        pad_noise = len(allowed) == 2 and got == allowed[0]
     if pad_noise:
         noise = [torch.cat([dW, dW.new_zeros(batch, 1)], dim=1) for dW in noise]
     ys = torch.stack(_run(solver.step, y, counts, node_t, hs, noise), dim=0)

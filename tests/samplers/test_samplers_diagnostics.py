@@ -162,3 +162,78 @@ def test_dtype_shape_and_errors():
         ess(x, method="nope")
     with pytest.raises(ValueError, match="method"):
         rhat(x, method="nope")
+
+
+def _stan_ess_reference(x):
+    """Stan's / ArviZ's ESS of already split chains x: (m, n), transliterated loop by loop
+    (autocovariances by their O(n^2) definition), as an independent reference."""
+    m, n = x.shape
+    xc = x - x.mean(axis=1, keepdims=True)
+    acov = np.stack([[np.dot(c[: n - t], c[t:]) / n for t in range(n)] for c in xc])
+    mean_var = acov[:, 0].mean() * n / (n - 1)
+    var_plus = mean_var * (n - 1) / n + (x.mean(axis=1).var(ddof=1) if m > 1 else 0.0)
+    rho = np.zeros(n)
+    rho_even, rho_odd = 1.0, 1 - (mean_var - acov[:, 1].mean()) / var_plus
+    rho[0], rho[1] = rho_even, rho_odd
+    t = 1
+    while t < n - 3 and rho_even + rho_odd > 0:
+        rho_even = 1 - (mean_var - acov[:, t + 1].mean()) / var_plus
+        rho_odd = 1 - (mean_var - acov[:, t + 2].mean()) / var_plus
+        if rho_even + rho_odd >= 0:
+            rho[t + 1], rho[t + 2] = rho_even, rho_odd
+        t += 2
+    max_t = t - 2
+    if rho_even > 0:
+        rho[max_t + 1] = rho_even
+    t = 1
+    while t <= max_t - 2:
+        if rho[t + 1] + rho[t + 2] > rho[t - 1] + rho[t]:
+            rho[t + 1] = rho[t + 2] = (rho[t - 1] + rho[t]) / 2
+        t += 2
+    tau = -1 + 2 * rho[: max_t + 1].sum() + rho[max_t + 1 : max_t + 2].sum()
+    return m * n / max(tau, 1 / np.log10(m * n))
+
+
+@pytest.mark.parametrize("phi, n", [(0.0, 200), (0.6, 301), (0.95, 400), (-0.4, 150)])
+def test_ess_basic_matches_stan_reference_loop(phi, n):
+    # the estimator itself (truncation, the extra rho_{2k} term after the last kept pair,
+    # monotone sequence, the 1 / log10(MN) floor) against Stan's loop on the same draws
+    x = ar1(phi, 4, n, 5, seed=11)
+    got = ess(x, method="basic")
+    split = split_chains(x).numpy()
+    ref = [_stan_ess_reference(split[..., r]) for r in range(x.shape[-1])]
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-9)
+
+
+def _arviz_rhat_rank_reference(x):
+    """ArviZ's rank-normalised split R-hat of x: (m, n), with numpy / scipy only."""
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    def z_scale(a):
+        r = rankdata(a, method="average").reshape(a.shape)
+        return ndtri((r - 0.375) / (a.size + 0.25))
+
+    def classic(a):
+        n = a.shape[1]
+        b = n * a.mean(axis=1).var(ddof=1)
+        w = a.var(axis=1, ddof=1).mean()
+        return np.sqrt((b / w + n - 1) / n)
+
+    half = x.shape[1] // 2
+    split = np.concatenate([x[:, :half], x[:, -half:]], axis=0)
+    folded = np.abs(split - np.median(split))
+    return max(classic(z_scale(split)), classic(z_scale(folded)))
+
+
+@pytest.mark.parametrize("n, ties", [(50, False), (51, False), (50, True)])
+def test_rank_rhat_matches_numpy_reference(n, ties):
+    # a location- and scale-shifted chain; even and odd lengths (the fold point is the mean of
+    # the two middle split draws); ties from rounding (average ranks)
+    x = ar1(0.5, 4, n, 3, seed=12) * torch.tensor([1.0, 1.0, 2.0, 1.0]).reshape(4, 1, 1)
+    x = x + torch.tensor([0.0, 0.3, 0.0, 0.0], dtype=x.dtype).reshape(4, 1, 1)
+    if ties:
+        x = x.mul(4).round() / 4
+    got = rhat(x)
+    ref = [_arviz_rhat_rank_reference(x[..., r].numpy()) for r in range(x.shape[-1])]
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12)

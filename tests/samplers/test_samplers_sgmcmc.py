@@ -522,3 +522,42 @@ def test_per_chain_step_size_under_vmap():
             one, {"w": grads["w"][c]}, float(lrs[c]), 10, 0.5, noise={"w": noise["w"][c]}
         )
         torch.testing.assert_close(vq["w"][c], lq["w"])
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_fused_and_tensor_hyperparameter_paths_agree(temperature):
+    # Python-number hyperparameters take fused in-place ops, tensor ones plain arithmetic:
+    # the two code paths must give the same update.
+    g = gen(8)
+    params = {
+        "w": torch.randn(4, 3, generator=g, dtype=F64),
+        "b": torch.randn(3, generator=g, dtype=F64),
+    }
+    grads = {k: torch.randn(v.shape, generator=g, dtype=F64) for k, v in params.items()}
+    state = {k: torch.rand(v.shape, generator=g, dtype=F64) for k, v in params.items()}
+    noise = {k: torch.randn(v.shape, generator=g, dtype=F64) for k, v in params.items()}
+    inputs = (params, grads, state, noise)
+    before = [{k: v.clone() for k, v in d.items()} for d in inputs]
+    t = lambda x: torch.tensor(x, dtype=F64)  # noqa: E731
+    pairs = [
+        (
+            sgld_step(params, grads, 0.01, 50, temperature, noise=noise),
+            sgld_step(params, grads, t(0.01), 50, t(temperature), noise=noise),
+        ),
+        (
+            psgld_step(params, grads, state, 0.01, 50, temperature, 0.9, 1e-3, noise=noise),
+            psgld_step(
+                params, grads, state, t(0.01), 50, t(temperature), t(0.9), t(1e-3), noise=noise
+            ),
+        ),
+        (
+            sghmc_step(params, grads, state, 0.01, 50, temperature, 0.3, noise=noise),
+            sghmc_step(params, grads, state, t(0.01), 50, t(temperature), t(0.3), noise=noise),
+        ),
+    ]
+    for a, b in pairs:
+        for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            for k in params:
+                torch.testing.assert_close(x[k], y[k], rtol=1e-12, atol=1e-12)
+    # the in-place ops act on fresh tensors only: the inputs are unchanged
+    assert all(torch.equal(d[k], b[k]) for d, b in zip(inputs, before) for k in d)

@@ -591,6 +591,9 @@ def test_input_errors():
         sdeint(
             sde, y0, [0.0, 1.0], dt=0.1, bm=torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(4, 3))
         )
+    with pytest.raises(ValueError, match=r"bm\(t0, t1\) must return increments of shape"):
+        # a plain callable's (batch, 1) increments would broadcast over d silently
+        sdeint(sde, y0, [0.0, 1.0], dt=0.1, bm=lambda a, b: torch.zeros(4, 1))
     with pytest.raises(ValueError, match="h\\(t, y\\)"):
         sdeint(sde, y0, [0.0, 1.0], dt=0.1, logqp=True)
     with pytest.raises(TypeError, match="generator"):
@@ -731,3 +734,19 @@ def test_brownian_grid_drives_torchsde_too():
     ts = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
     ref = torchsde.sdeint(sde, y0, ts, bm=grid, method="euler", dt=1 / 16)
     torch.testing.assert_close(sdeint(sde, y0, ts, bm=grid, method="euler", dt=1 / 16), ref)
+
+
+def test_plain_callable_bm_drives_the_solve_and_logqp_pads_it():
+    # Euler on dX = sigma dW with a callable returning (t1 - t0) * c: X_T = sigma c T exactly.
+    sde = OUPosteriorBrownianPrior(0.0, 0.5)
+    c = torch.tensor([[1.0], [-2.0]], dtype=F64)
+    ys = sdeint(sde, torch.zeros(2, 1, dtype=F64), [0.0, 1.0], dt=0.25, bm=lambda a, b: (b - a) * c)
+    torch.testing.assert_close(ys[-1], 0.5 * c)
+    # with logqp and diagonal noise the callable may return (batch, d) or (batch, d + 1)
+    for width in (1, 2):
+        cw = c.expand(2, width)
+        ys, _ = sdeint(
+            sde, torch.zeros(2, 1, dtype=F64), [0.0, 1.0], dt=0.25, logqp=True,
+            bm=lambda a, b, cw=cw: (b - a) * cw,
+        )
+        torch.testing.assert_close(ys[-1], 0.5 * c)
