@@ -20,7 +20,7 @@ import time
 import torch
 
 from probgen.fractional import FractionalSDE, fbm_bridge_std
-from probgen.sde.fbm import MarkovFBM, fbm_covariance
+from probgen.sde.fbm import MarkovFBM
 
 T, STEPS, OBS_STD = 2.0, 200, 0.1
 OFFICIAL = {0.3: (0.092, 0.188), 0.7: (0.035, 0.063)}  # mean / max abs error, issue's anchors
@@ -104,8 +104,8 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"# K={a.n_ou}, gamma_max={a.gamma_max}, iters={a.iters}, {a.control} control 2x{a.hidden} tanh, context {a.context}, "
           f"batch {a.batch_size}, Adam lr {a.lr} cosine to lr/10, seed {a.seed}, torch threads=1")
-    print("| H | mean abs err (256) | max abs err (256) | mean / max ({} paths) | approx+Euler floor | "
-          "official floor (T=6) | official prior sd err at t=2 | official anchor mean / max | s / iter |".format(a.paths))
+    print(f"| H | mean abs err (256) | max abs err (256) | mean / max ({a.paths} paths) | approx+Euler floor | "
+          "official floor (T=6) | official prior sd err at t=2 | official anchor mean / max | s / iter |")
     print("|---|---|---|---|---|---|---|---|---|")
     for h in a.hurst:
         r = run(h, a.iters, a.n_ou, a.gamma_max, a.hidden, a.lr, a.seed, a.paths, a.control, a.batch_size, a.context)

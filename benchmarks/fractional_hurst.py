@@ -37,7 +37,7 @@ def exact_log_likelihood(values: torch.Tensor, times: torch.Tensor, hurst: float
     v = torch.cat([w.sum().view(1), torch.ones(k, dtype=torch.float64)])
     P = torch.zeros(k + 1, k + 1, dtype=torch.float64)
     P[1:, 1:] = 1 / (g[:, None] + g[None, :])
-    idx = [int(round(float(t) / dt)) for t in times]
+    idx = [round(float(t) / dt) for t in times]
     covs = [P]
     for _ in range(idx[-1]):  # covariance recursion of the linear chain
         P = M @ P @ M.T + dt * torch.outer(v, v)

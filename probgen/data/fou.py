@@ -21,7 +21,7 @@ from torch import Tensor
 from probgen.data.base import ProbgenDataModule, plot_samples
 from probgen.sde.fbm import sample_fbm
 
-__all__ = ["simulate_fou", "FOUPaths", "FOUBridge"]
+__all__ = ["FOUBridge", "FOUPaths", "simulate_fou"]
 
 
 def simulate_fou(

@@ -17,7 +17,7 @@ from torch import Tensor
 from probgen.data.base import ProbgenDataModule
 from probgen.data.digits import load_digits_tensors
 
-__all__ = ["make_moving_digits", "MovingDigits"]
+__all__ = ["MovingDigits", "make_moving_digits"]
 
 
 def _reflect(p: Tensor, v: Tensor, high: float) -> tuple[Tensor, Tensor]:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from probgen.fractional.model import MLP
 
-__all__ = ["VideoEncoder", "VideoDecoder", "frame_context"]
+__all__ = ["VideoDecoder", "VideoEncoder", "frame_context"]
 
 
 class VideoEncoder(nn.Module):

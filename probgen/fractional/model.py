@@ -29,9 +29,9 @@ __all__ = [
     "ControlNet",
     "NeuralFractionalSDE",
     "gaussian_log_likelihood",
-    "next_observation_context",
     "inverse_sigmoid",
     "inverse_softplus",
+    "next_observation_context",
 ]
 
 
@@ -322,7 +322,7 @@ def gaussian_log_likelihood(obs: Tensor, pred: Tensor, std: Tensor | float) -> T
 
 
 def next_observation_context(times: Tensor, values: Tensor, dt: float) -> Callable[[Tensor, Tensor], Tensor]:
-    """Context for a control that steers toward observed values.
+    r"""Context for a control that steers toward observed values.
 
     At time ``t`` the next observation is $(t_{next}, v_{next})$; the context is
     $[v_{next} - x,\ t_{next} - t,\ (v_{next} - x) / (t_{next} - t + dt)]$. The last entry is

@@ -7,7 +7,11 @@ from torch import Tensor
 
 from probgen.base import ProbgenModule
 from probgen.fractional.latent import VideoDecoder, VideoEncoder, frame_context
-from probgen.fractional.model import NeuralFractionalSDE, gaussian_log_likelihood, next_observation_context
+from probgen.fractional.model import (
+    NeuralFractionalSDE,
+    gaussian_log_likelihood,
+    next_observation_context,
+)
 
 __all__ = ["FractionalSDE", "LatentFractionalSDE"]
 

@@ -176,8 +176,10 @@ def langevin(
                 f"step_size tensor must be a scalar or of shape (batch,) = ({batch},), "
                 f"got {tuple(step_size.shape)}"
             )
-        if not bool((step_size > 0).all()):
-            raise ValueError("step_size must be > 0 for every chain")
+        if not bool(((step_size > 0) & torch.isfinite(step_size)).all()):
+            raise ValueError(
+                f"step_size must be finite and > 0 for every chain, got {step_size.tolist()[:8]}"
+            )
         step_size = step_size.to(dtype=x0.dtype, device=x0.device)
         base_h = (
             step_size.reshape(-1, *([1] * (x0.dim() - 1)))

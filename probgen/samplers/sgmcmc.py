@@ -220,16 +220,17 @@ def psgld_step(
     drift = lr * num_data
     if _numbers(lr, num_data, temperature, alpha, eps):
         new_state = {
-            k: torch.mul(state[k], alpha).addcmul_(grads[k], grads[k], value=1.0 - alpha)
+            k: torch.mul(grads[k], grads[k]).mul_(1.0 - alpha).add_(state[k], alpha=alpha)
             for k in params
         }
-        precond = {k: v.sqrt().add_(eps).reciprocal_() for k, v in new_state.items()}
+        # (in-place ops only where autograd does not need the overwritten values)
+        precond = {k: (v.sqrt() + eps).reciprocal_() for k, v in new_state.items()}
         new = {k: torch.addcmul(p, precond[k], grads[k], value=-drift) for k, p in params.items()}
         if not _is_zero(temperature):
             xi = _noise_like(params, noise)
             scale = math.sqrt(2.0 * lr * temperature)
             for k, p in new.items():
-                p.addcmul_(precond[k].sqrt_(), xi[k], value=scale)
+                p.add_(precond[k].sqrt() * xi[k], alpha=scale)  # (no addcmul_ under vmap)
         return new, new_state
     new_state = {k: alpha * state[k] + (1.0 - alpha) * grads[k] * grads[k] for k in params}
     precond = {k: 1.0 / (eps + v.sqrt()) for k, v in new_state.items()}
@@ -278,7 +279,7 @@ def sghmc_step(
     This is the discretised second-order Langevin dynamics with unit mass, time step
     $\\epsilon = \\sqrt{\\eta}$ and friction $C = \\alpha/\\sqrt{\\eta}$; its stationary law
     in $\\theta$ is $\\propto \\exp(-U/T)$ as $\\eta \\to 0$. ``friction = 1`` is SGLD with
-    step $\\eta$ (up to the noise scale); ``1 - friction`` plays the role of SGD's momentum.
+    step $\\eta$ exactly; ``1 - friction`` plays the role of SGD's momentum.
 
     Args:
         params: parameters, ``dict[str, Tensor]``.

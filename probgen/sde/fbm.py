@@ -38,10 +38,10 @@ from probgen.exceptions import NotPositiveDefiniteError
 __all__ = [
     "MarkovFBM",
     "fbm_covariance",
-    "sample_fbm",
     "gammainc",
     "gammaincc_scaled",
     "geometric_gammas",
+    "sample_fbm",
 ]
 
 KINDS = ("type1", "type2")

@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from probgen.fractional.augmented import AugmentedFractionalSDE, split_state
-from probgen.fractional.model import NeuralFractionalSDE, gaussian_log_likelihood, next_observation_context
+from probgen.fractional.model import (
+    NeuralFractionalSDE,
+    gaussian_log_likelihood,
+    next_observation_context,
+)
 from probgen.sde import sdeint
 from probgen.sde.fbm import MarkovFBM
 
@@ -134,7 +138,7 @@ def test_white_model_has_no_ou_state():
     model = NeuralFractionalSDE(dim=1, white=True)
     assert model.n_ou == 0 and float(model.hurst) == 0.5
     xs, ys, kl = model.simulate(torch.zeros(4, 1), torch.tensor([0.0, 1.0]), dt=0.1)
-    assert ys.shape == (2, 4, 1, 0)
+    assert ys.shape == (2, 4, 1, 0) and xs.shape == (2, 4, 1) and kl.shape == (4,)
 
 
 def test_next_observation_context():

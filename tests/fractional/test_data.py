@@ -7,9 +7,9 @@ import math
 import scipy.integrate as si
 import torch
 
+from probgen.data.digits import load_digits_tensors
 from probgen.data.fou import FOUBridge, FOUPaths, simulate_fou
 from probgen.data.moving_digits import MovingDigits, make_moving_digits
-from probgen.data.digits import load_digits_tensors
 
 
 def test_fou_with_theta_zero_is_scaled_fbm():

@@ -254,6 +254,8 @@ def test_bad_arguments():
         langevin(energy, x0, 5, 0.1, method="hmc")
     with pytest.raises(ValueError, match="step_size"):
         langevin(energy, x0, 5, -0.1)
+    with pytest.raises(ValueError, match="step_size must be finite"):
+        langevin(energy, x0, 5, torch.tensor([0.1, float("inf"), 0.1, 0.1]))
     with pytest.raises(ValueError, match="temperature"):
         langevin(energy, x0, 5, 0.1, method="mala", temperature=0.0)
     with pytest.raises(ValueError, match="shape"):

@@ -538,7 +538,7 @@ def test_fused_and_tensor_hyperparameter_paths_agree(temperature):
     noise = {k: torch.randn(v.shape, generator=g, dtype=F64) for k, v in params.items()}
     inputs = (params, grads, state, noise)
     before = [{k: v.clone() for k, v in d.items()} for d in inputs]
-    t = lambda x: torch.tensor(x, dtype=F64)  # noqa: E731
+    t = lambda x: torch.tensor(x, dtype=F64)
     pairs = [
         (
             sgld_step(params, grads, 0.01, 50, temperature, noise=noise),
@@ -561,3 +561,32 @@ def test_fused_and_tensor_hyperparameter_paths_agree(temperature):
                 torch.testing.assert_close(x[k], y[k], rtol=1e-12, atol=1e-12)
     # the in-place ops act on fresh tensors only: the inputs are unchanged
     assert all(torch.equal(d[k], b[k]) for d, b in zip(inputs, before) for k in d)
+
+
+def test_functional_steps_are_differentiable():
+    # d new / d params = I and d new / d grads = -lr N G for SGLD / pSGLD (G = 1 for SGLD)
+    # and SGHMC (v' = (1 - a) v - lr N g, theta' = theta + v'): the fused in-place ops must
+    # not overwrite anything autograd needs.
+    lr, n, a, eps, alpha = 0.01, 50, 0.3, 1e-3, 0.9
+    g0 = torch.tensor([0.5, -2.0, 1.0], dtype=F64)
+    v0 = torch.tensor([0.1, 0.2, 0.3], dtype=F64)
+    v_new = alpha * v0 + (1 - alpha) * g0**2
+    precond = 1 / (eps + v_new.sqrt())
+    for kind in ("sgld", "psgld", "sghmc"):
+        p = {"w": torch.zeros(3, dtype=F64, requires_grad=True)}
+        g = {"w": g0.clone().requires_grad_(True)}
+        s = {"w": v0.clone().requires_grad_(True)}
+        if kind == "sgld":
+            new = sgld_step(p, g, lr, n, 0.5)
+            dg = torch.full((3,), -lr * n, dtype=F64)
+        elif kind == "psgld":
+            new, _ = psgld_step(p, g, s, lr, n, 0.0, alpha, eps)
+            # d/dg of -lr N g / (eps + sqrt(alpha v + (1 - alpha) g^2))
+            dsq = (1 - alpha) * g0 / v_new.sqrt()
+            dg = -lr * n * (precond - g0 * precond**2 * dsq)
+        else:
+            new, _ = sghmc_step(p, g, s, lr, n, 0.5, a)
+            dg = torch.full((3,), -lr * n, dtype=F64)
+        dp, dgrad = torch.autograd.grad(new["w"].sum(), [p["w"], g["w"]])
+        torch.testing.assert_close(dp, torch.ones(3, dtype=F64))
+        torch.testing.assert_close(dgrad, dg)

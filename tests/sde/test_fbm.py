@@ -62,7 +62,9 @@ def test_type2_covariance_matches_quadrature_of_its_definition():
             if m == 0:
                 ref = 0.0
             else:  # int_0^m (t-u)^(alpha-1) (s-u)^(alpha-1) du / Gamma(alpha)^2
-                f = lambda u: (t - u) ** (alpha - 1) * (s - u) ** (alpha - 1)
+                def f(u, t=t, s=s):
+                    return (t - u) ** (alpha - 1) * (s - u) ** (alpha - 1)
+
                 ref = si.quad(f, 0, m, limit=200)[0] / sp.gamma(alpha) ** 2
             assert abs(cov[i, j] - ref) < 1e-6 * max(1.0, abs(ref))
     # and its diagonal is t^{2H} / (2H Gamma(H + 1/2)^2)

@@ -746,7 +746,11 @@ def test_plain_callable_bm_drives_the_solve_and_logqp_pads_it():
     for width in (1, 2):
         cw = c.expand(2, width)
         ys, _ = sdeint(
-            sde, torch.zeros(2, 1, dtype=F64), [0.0, 1.0], dt=0.25, logqp=True,
+            sde,
+            torch.zeros(2, 1, dtype=F64),
+            [0.0, 1.0],
+            dt=0.25,
+            logqp=True,
             bm=lambda a, b, cw=cw: (b - a) * cw,
         )
         torch.testing.assert_close(ys[-1], 0.5 * c)
