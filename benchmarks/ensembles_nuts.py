@@ -23,7 +23,13 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from probgen.data.classification2d import GapRegression1D
-from probgen.ensembles import BayesianEnsemble, GaussianLikelihood, GaussianPrior, SamplingSchedule, mlp
+from probgen.ensembles import (
+    BayesianEnsemble,
+    GaussianLikelihood,
+    GaussianPrior,
+    SamplingSchedule,
+    mlp,
+)
 
 SIGMA, HIDDEN = 0.1, 20
 
@@ -104,10 +110,10 @@ def main() -> None:
              nuts_wall, 2 * samples)]
 
     configs = [
-        ("SGLD ensemble (K=8)", dict(num_chains=8, temperature=1.0)),
-        ("cyclical SGLD ensemble (K=8)", dict(num_chains=8, temperature=1.0, schedule="cyclical", lr=8e-5)),
-        ("single SGLD chain (K=1)", dict(num_chains=1, temperature=1.0, store=400)),
-        ("deep ensemble (K=8, T=0)", dict(num_chains=8, temperature=0.0)),
+        ("SGLD ensemble (K=8)", {"num_chains": 8, "temperature": 1.0}),
+        ("cyclical SGLD ensemble (K=8)", {"num_chains": 8, "temperature": 1.0, "schedule": "cyclical", "lr": 8e-5}),
+        ("single SGLD chain (K=1)", {"num_chains": 1, "temperature": 1.0, "store": 400}),
+        ("deep ensemble (K=8, T=0)", {"num_chains": 8, "temperature": 0.0}),
     ]
     for name, cfg in configs:
         ens, wall = run_ensemble(x, y, steps=steps, **cfg)

@@ -23,7 +23,13 @@ import time
 
 import torch
 
-from probgen.ensembles import BayesianEnsemble, GaussianLikelihood, GaussianPrior, SamplingSchedule, mlp
+from probgen.ensembles import (
+    BayesianEnsemble,
+    GaussianLikelihood,
+    GaussianPrior,
+    SamplingSchedule,
+    mlp,
+)
 
 
 def make(k: int, vectorize: str, dims: tuple[int, list[int]], n: int, device: str) -> tuple:

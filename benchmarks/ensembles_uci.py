@@ -16,19 +16,25 @@ import time
 import torch
 
 from probgen.data.uci import load_uci
-from probgen.ensembles import BayesianEnsemble, GaussianLikelihood, GaussianPrior, SamplingSchedule, mlp
+from probgen.ensembles import (
+    BayesianEnsemble,
+    GaussianLikelihood,
+    GaussianPrior,
+    SamplingSchedule,
+    mlp,
+)
 from probgen.ensembles.predictive import mixture_moments, mixture_nll
 
 PUBLISHED_DE_NLL = {"boston": 2.41, "concrete": 3.06, "energy": 1.38, "yacht": 1.18, "wine-red": 0.94}
 
 # the three methods: same network, same number of steps and minibatches; only the sampler differs
 METHODS = {
-    "SGLD ensemble": dict(num_chains=8, sampler="psgld", schedule="constant", temperature=1.0, noise="learnt",
-                          store_size=40, policy="reservoir", lr_scale=3.0),
-    "cyclical SGLD": dict(num_chains=8, sampler="psgld", schedule="cyclical", temperature=1.0, noise="learnt",
-                          store_size=40, policy="reservoir", lr_scale=3.0),
-    "deep ensemble": dict(num_chains=5, sampler="psgld", schedule="constant", temperature=0.0, noise="heteroscedastic",
-                          store_size=1, policy="last", lr_scale=None),
+    "SGLD ensemble": {"num_chains": 8, "sampler": "psgld", "schedule": "constant", "temperature": 1.0, "noise": "learnt",
+                          "store_size": 40, "policy": "reservoir", "lr_scale": 3.0},
+    "cyclical SGLD": {"num_chains": 8, "sampler": "psgld", "schedule": "cyclical", "temperature": 1.0, "noise": "learnt",
+                          "store_size": 40, "policy": "reservoir", "lr_scale": 3.0},
+    "deep ensemble": {"num_chains": 5, "sampler": "psgld", "schedule": "constant", "temperature": 0.0, "noise": "heteroscedastic",
+                          "store_size": 1, "policy": "last", "lr_scale": None},
 }
 
 
@@ -62,7 +68,7 @@ def run(dataset: str, split: int, method: str, steps: int, batch_size: int = 32,
     means, variances = ens.per_sample_predictions(xt)
     nll = float(mixture_nll(means, variances, yt).mean()) + math.log(y_std)
     rmse = float((mixture_moments(means, variances)[0] - yt).square().mean().sqrt()) * y_std
-    return dict(nll=nll, rmse=rmse, wall=wall, samples=means.shape[0])
+    return {"nll": nll, "rmse": rmse, "wall": wall, "samples": means.shape[0]}
 
 
 def main() -> None:
@@ -79,7 +85,7 @@ def main() -> None:
             res = [run(ds, s, m, args.steps) for s in range(args.splits)]
             nll = torch.tensor([r["nll"] for r in res])
             rmse = torch.tensor([r["rmse"] for r in res])
-            se = lambda t: float(t.std() / math.sqrt(len(t))) if len(t) > 1 else float("nan")  # noqa: E731
+            se = lambda t: float(t.std() / math.sqrt(len(t))) if len(t) > 1 else float("nan")
             rows.append((ds, m, float(nll.mean()), se(nll), float(rmse.mean()), se(rmse),
                          sum(r["wall"] for r in res) / len(res), len(res)))
             print(f"{ds:10s} {m:15s} NLL {rows[-1][2]:.3f} +- {rows[-1][3]:.3f}  RMSE {rows[-1][4]:.3f} +- "

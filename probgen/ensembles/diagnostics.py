@@ -32,8 +32,8 @@ def chain_diagnostics(ensemble, x: Tensor, num_params: int = 5) -> dict[str, flo
     k, m = next(iter(samples.values())).shape[:2]
     nan = float("nan")
     if m < 4:
-        return dict(rhat_pred_max=nan, rhat_pred_median=nan, ess_pred_min=nan, ess_pred_median=nan,
-                    rhat_param_max=nan, ess_param_min=nan)
+        return {"rhat_pred_max": nan, "rhat_pred_median": nan, "ess_pred_min": nan, "ess_pred_median": nan,
+                    "rhat_param_max": nan, "ess_param_min": nan}
     flat = {n: v.reshape(k * m, *v.shape[2:]) for n, v in samples.items()}
     net, lik = ensemble.split(flat)
     with torch.no_grad():
@@ -49,8 +49,8 @@ def chain_diagnostics(ensemble, x: Tensor, num_params: int = 5) -> dict[str, flo
     chosen = torch.cat(chosen, -1).double()
     r_pred, e_pred = rhat(pred), ess(pred)
     r_par, e_par = rhat(chosen), ess(chosen)
-    return dict(
-        rhat_pred_max=float(r_pred.max()), rhat_pred_median=float(r_pred.median()),
-        ess_pred_min=float(e_pred.min()), ess_pred_median=float(e_pred.median()),
-        rhat_param_max=float(r_par.max()), ess_param_min=float(e_par.min()),
-    )
+    return {
+        "rhat_pred_max": float(r_pred.max()), "rhat_pred_median": float(r_pred.median()),
+        "ess_pred_min": float(e_pred.min()), "ess_pred_median": float(e_pred.median()),
+        "rhat_param_max": float(r_par.max()), "ess_param_min": float(e_par.min()),
+    }

@@ -61,7 +61,7 @@ class GaussianLikelihood:
         return {"log_scale": torch.full((num_samples,), math.log(self.scale), dtype=dtype, device=device)}
 
     def moments(self, output: Tensor, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Mean and variance of $p(y\mid\theta_s, x)$.
+        r"""Mean and variance of $p(y\mid\theta_s, x)$.
 
         Args:
             output: ``(S, batch, out)`` network outputs.
@@ -81,7 +81,7 @@ class GaussianLikelihood:
         return output, torch.full_like(output, self.scale**2)
 
     def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor]) -> Tensor:
-        """$\log p(y_i \mid \theta_s)$ per sample and data point: ``(S, batch)``.
+        r"""$\log p(y_i \mid \theta_s)$ per sample and data point: ``(S, batch)``.
 
         Args:
             output: ``(S, batch, out)``.

@@ -19,7 +19,12 @@ from probgen.ensembles.chains import mlp
 from probgen.ensembles.diagnostics import chain_diagnostics
 from probgen.ensembles.ensemble import BayesianEnsemble, SamplingSchedule
 from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood
-from probgen.ensembles.predictive import mixture_moments, mixture_nll, mutual_information, predictive_entropy
+from probgen.ensembles.predictive import (
+    mixture_moments,
+    mixture_nll,
+    mutual_information,
+    predictive_entropy,
+)
 from probgen.ensembles.priors import make_prior
 
 LIKELIHOODS = ("gaussian", "categorical")

@@ -81,8 +81,8 @@ class EnsembleSampler(Optimizer):
             raise ValueError(f"num_data must be > 0, got {num_data}")
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        defaults = dict(lr=lr, num_data=num_data, temperature=temperature, alpha=alpha, eps=eps,
-                        friction=friction, num_steps=0)
+        defaults = {"lr": lr, "num_data": num_data, "temperature": temperature, "alpha": alpha, "eps": eps,
+                        "friction": friction, "num_steps": 0}
         super().__init__(params, defaults)
         self.method, self.vectorize, self.seed, self.check_finite = method, vectorize, seed, check_finite
 

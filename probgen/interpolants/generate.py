@@ -1,6 +1,6 @@
 """Generation with a learnt interpolant: probability-flow ODE and forward/backward SDEs.
 
-Albergo, Boffi & Vanden-Eijnden (2023), Sec. 2.2: for any diffusion $\\epsilon(t) \\ge 0$ the
+Albergo, Boffi & Vanden-Eijnden (2023), Sec. 2: for any diffusion $\\epsilon(t) \\ge 0$ the
 density $\\rho_t$ of $x_t$ solves both the transport equation of the ODE
 
 $$\\dot X_t = b(t, X_t)$$

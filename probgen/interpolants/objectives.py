@@ -18,7 +18,7 @@ quadratic objectives plus constants (the same minimisers; the MSE forms are nonn
 score form is the paper's, whose constant $|\\zeta|^2/\\sigma^2$ would be infinite in expectation
 near $\\sigma = 0$).
 
-Antithetic sampling (paper, Sec. 6) evaluates each loss at $x_t^{\\pm} = I \\pm \\sigma\\zeta$ and
+Antithetic sampling (proposed in the paper) evaluates each loss at $x_t^{\\pm} = I \\pm \\sigma\\zeta$ and
 averages; for the score the $1/\\sigma$ terms then cancel to leading order, which removes the
 variance blow-up as $\\sigma \\to 0$.
 
@@ -218,7 +218,7 @@ class Objective:
 
     def _antithetic_score_loss(self, fields, interpolant, x0, x1, t, draws):
         # sum over the +/- pair: |s+|^2 + |s-|^2 + (2/sigma) z.(s+ - s-), halved; the 1/sigma
-        # terms cancel to leading order in sigma (paper, Sec. 6).
+        # terms cancel to leading order in sigma.
         plus, minus = draws
         out_p, out_m = fields(plus.t, plus.xt), fields(minus.t, minus.xt)
         parts: dict[str, Tensor] = {}

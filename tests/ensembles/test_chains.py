@@ -9,7 +9,12 @@ from torch import nn
 from probgen.ensembles.chains import ChainForward, init_chains, mlp
 from probgen.ensembles.ensemble import BayesianEnsemble, SamplingSchedule
 from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood
-from probgen.ensembles.predictive import gaussian_mixture, mixture_moments, mixture_nll, predictive_entropy
+from probgen.ensembles.predictive import (
+    gaussian_mixture,
+    mixture_moments,
+    mixture_nll,
+    predictive_entropy,
+)
 from probgen.ensembles.priors import GaussianPrior, make_prior
 from probgen.ensembles.store import SampleStore
 
@@ -105,7 +110,7 @@ def test_learnt_noise_prior_is_the_gamma_density_in_log_scale():
     lik = GaussianLikelihood("learnt", precision_concentration=2.0, precision_rate=3.0)
     log_scale = torch.tensor([0.3], dtype=torch.float64)
     tau = math.exp(-0.6)
-    f64 = dict(dtype=torch.float64)
+    f64 = {"dtype": torch.float64}
     gamma = torch.distributions.Gamma(torch.tensor(2.0, **f64), torch.tensor(3.0, **f64)).log_prob(torch.tensor(tau, **f64))
     assert float(lik.prior_log_prob({"log_scale": log_scale})) == pytest.approx(float(gamma) + math.log(2 * tau))
 

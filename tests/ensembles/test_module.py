@@ -16,8 +16,8 @@ class OrderedGap(GapRegression1D):
 
 
 def _model(**kw):
-    args = dict(input_dim=1, output_dim=1, hidden_dims=[16], num_chains=3, sampler="sghmc", lr=1e-3,
-                burn_in=4, thin=2, store_size=3, store_policy="reservoir", seed=5)
+    args = {"input_dim": 1, "output_dim": 1, "hidden_dims": [16], "num_chains": 3, "sampler": "sghmc", "lr": 1e-3,
+                "burn_in": 4, "thin": 2, "store_size": 3, "store_policy": "reservoir", "seed": 5}
     args.update(kw)
     return SGLDEnsemble(**args)
 
@@ -29,7 +29,7 @@ def _trainer(tmp_path, max_steps, **kw):
 
 @pytest.mark.parametrize("sampler,schedule", [("sghmc", "cyclical"), ("psgld", "polynomial")])
 def test_resume_from_checkpoint_continues_exactly(tmp_path, sampler, schedule):
-    kw = dict(sampler=sampler, schedule=schedule, total_steps=20, num_cycles=2, exploration_fraction=0.3)
+    kw = {"sampler": sampler, "schedule": schedule, "total_steps": 20, "num_cycles": 2, "exploration_fraction": 0.3}
     L.seed_everything(0)
     full = _model(**kw)
     _trainer(tmp_path, 20).fit(full, OrderedGap(num_train=40, batch_size=10))
