@@ -62,6 +62,8 @@ class StochasticInterpolant(ProbgenModule):
             (default ``[256, 256, 256]``).
         activation: its activation.
         time_frequencies: its Fourier time features.
+        space_frequencies, space_scale: its Fourier features of $x$ (0: off; see
+            :class:`~probgen.interpolants.networks.TimeMLP`).
         path, gamma, gamma_scale: the :class:`~probgen.interpolants.Interpolant`.
         objective: ``"velocity"``, ``"score"``, ``"denoiser"``, ``"velocity_score"``,
             ``"velocity_denoiser"`` (see :mod:`probgen.interpolants.objectives`).
@@ -102,6 +104,8 @@ class StochasticInterpolant(ProbgenModule):
         hidden_dims: list[int] | None = None,
         activation: str = "silu",
         time_frequencies: int = 8,
+        space_frequencies: int = 0,
+        space_scale: float = 8.0,
         path: str = "linear",
         gamma: str = "zero",
         gamma_scale: float = 1.0,
@@ -174,7 +178,7 @@ class StochasticInterpolant(ProbgenModule):
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.dim = dim
         self.outputs = self.objective.outputs
-        self.net = TimeMLP(dim, dim * len(self.outputs), hidden_dims, activation, time_frequencies)
+        self.net = TimeMLP(dim, dim * len(self.outputs), hidden_dims, activation, time_frequencies, space_frequencies, space_scale)
         self.ema_net = copy.deepcopy(self.net).requires_grad_(False) if ema_decay > 0 else None
         self._val_runs = 0
 

@@ -70,6 +70,7 @@ def test_validation_and_test_log_nll(tmp_path):
              sample_eps_schedule="vanishing"),
         dict(path="vp", gamma="zero", objective="denoiser", nll_divergence="hutchinson", nll_num_probes=2),
         dict(path="linear", gamma="brownian", base="eight_gaussians", objective="velocity", coupling="ot"),
+        dict(path="one_sided_linear", gamma="zero", space_frequencies=4, space_scale=4.0),
     ],
 )
 def test_configurations_train_and_sample(tmp_path, kw):
