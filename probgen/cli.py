@@ -76,6 +76,20 @@ def load_checkpoint_into(model: L.LightningModule, ckpt_path: str | Path) -> dic
     return ckpt
 
 
+class SaveLastCheckpoint(L.Callback):
+    """Save ``checkpoints/last.ckpt`` when training ends, so ``probgen sample`` always finds it.
+
+    Lightning's ModelCheckpoint saves after validation or at epoch ends; a run whose
+    ``max_steps`` stops between those would otherwise leave its final weights unsaved.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is None or trainer.fast_dev_run or checkpoint.dirpath is None:
+            return
+        trainer.save_checkpoint(Path(checkpoint.dirpath) / "last.ckpt")
+
+
 class ProbgenTrainer(L.Trainer):
     """Lightning's Trainer plus the ``sample`` subcommand."""
 
@@ -132,8 +146,10 @@ class ProbgenCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """Add a rich progress bar unless the config turns progress bars off."""
         config = self._get(self.config_init, "trainer", default={}) or {}
+        callbacks: list[L.Callback] = [SaveLastCheckpoint()]
         if config.get("enable_progress_bar") is not False:
-            self.trainer_defaults = {**self.trainer_defaults, "callbacks": [RichProgressBar(leave=True)]}
+            callbacks.append(RichProgressBar(leave=True))
+        self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
         return super().instantiate_trainer(**kwargs)
 
 
