@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -69,6 +70,17 @@ def test_help_lists_models_and_configs():
     assert "models/interpolants/checkerboard.yaml" in out.stdout
 
 
+class StopAfterEpochs(L.Callback):
+    """Simulates an interruption: stop training at the end of epoch ``epochs - 1``."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
 def _final_state(cli) -> dict:
     return {k: v.detach().clone() for k, v in cli.model.state_dict().items()}
 
@@ -87,8 +99,13 @@ def test_resume_matches_uninterrupted_run(tmp_path, config):
     common = ["--trainer.accelerator=cpu", "--trainer.logger=false", "--trainer.enable_progress_bar=false", *limits]
     full = run_cli(["fit", "--config", *cfg, *common, "--trainer.max_epochs=2", "--trainer.max_steps=-1",
                     f"--trainer.default_root_dir={tmp_path / 'full'}"])
-    first = run_cli(["fit", "--config", *cfg, *common, "--trainer.max_epochs=1", "--trainer.max_steps=-1",
-                     f"--trainer.default_root_dir={tmp_path / 'first'}"])
+    # the interrupted run is configured exactly like the full one (same LR schedule length)
+    # and stopped by a callback after the first epoch
+    first = run_cli(["--config", *cfg, *common, "--trainer.max_epochs=2", "--trainer.max_steps=-1",
+                     f"--trainer.default_root_dir={tmp_path / 'first'}"], run=False)
+    first.trainer.callbacks.append(StopAfterEpochs(1))
+    first.trainer.fit(first.model, datamodule=first.datamodule)
+    assert first.trainer.current_epoch == 1
     ckpt = tmp_path / "half.ckpt"
     first.trainer.save_checkpoint(ckpt)
     resumed = run_cli(["fit", "--config", *cfg, *common, "--trainer.max_epochs=2", "--trainer.max_steps=-1",

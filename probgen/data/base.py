@@ -35,9 +35,35 @@ class EpochShuffle(Sampler[int]):
     def __len__(self) -> int:
         return self.n
 
-    def __iter__(self):
+    def permutation(self) -> Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self):
+        # a generator: the permutation is drawn at the first next(), after Lightning's
+        # set_epoch (Lightning may create the iterator before calling set_epoch)
+        yield from self.permutation().tolist()
+
+
+class EpochBatches(EpochShuffle):
+    """Index batches ``(batch_size,)`` of an :class:`EpochShuffle` permutation (or in order).
+
+    Used with ``DataLoader(dataset, sampler=EpochBatches(...), batch_size=None)`` so that a
+    tensor dataset gathers a whole batch with one indexing operation instead of
+    ``batch_size`` ``__getitem__`` calls.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = False) -> None:
+        super().__init__(n, seed)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = self.permutation() if self.shuffle else torch.arange(self.n)
+        for i in range(len(self)):
+            yield order[i * self.batch_size : (i + 1) * self.batch_size]
 
 
 class ProbgenDataModule(L.LightningDataModule):
@@ -92,12 +118,22 @@ class ProbgenDataModule(L.LightningDataModule):
         if split not in self.splits:
             split = "val" if split == "test" and "val" in self.splits else "train"
         n = len(self.splits[split][0])
+        batches = EpochBatches(
+            n,
+            self.batch_size if shuffle else self.eval_batch_size,
+            seed=self.seed,
+            shuffle=shuffle,
+            drop_last=shuffle and n > self.batch_size,
+        )
+        # the loader's own generator seeds worker processes; without it, every iterator
+        # creation would draw from the global RNG and shift the model's random stream
+        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             TensorDataset(*self.splits[split]),
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            sampler=EpochShuffle(n, self.seed) if shuffle else None,
-            drop_last=shuffle and n > self.batch_size,
+            sampler=batches,
+            batch_size=None,
             num_workers=self.num_workers,
+            generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:

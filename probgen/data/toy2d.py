@@ -442,16 +442,6 @@ class Toy2D(ProbgenDataModule):
             out[split] = (self.density.sample(n, generator=g),)
         return out
 
-    def train_dataloader(self):
-        # Batched indexing: one tensor gather per batch instead of batch_size __getitem__ calls.
-        from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
-
-        self.setup()
-        ds = TensorDataset(*self.splits["train"])
-        g = torch.Generator().manual_seed(self.seed)
-        sampler = BatchSampler(RandomSampler(ds, generator=g), self.batch_size, drop_last=len(ds) > self.batch_size)
-        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers)
-
     def plot_samples(self, samples: Tensor, path: str | FilePath) -> FilePath:
         """2-D histogram of ``samples`` beside held-out data on the same axes."""
         import matplotlib

@@ -19,6 +19,7 @@ from probgen.energy.energies import (
 )
 from probgen.energy.module import OBJECTIVES, EnergyBasedModel
 from probgen.energy.noise import (
+    FlowNoise,
     GaussianMixtureNoise,
     GaussianNoise,
     NoiseDistribution,
@@ -52,6 +53,7 @@ __all__ = [
     "ConvEnergy",
     "Energy",
     "EnergyBasedModel",
+    "FlowNoise",
     "GaussianMixtureNoise",
     "GaussianNoise",
     "LabelConditionedEnergy",

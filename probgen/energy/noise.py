@@ -2,13 +2,17 @@
 
 A noise distribution is an ``nn.Module`` with ``sample(n, generator=None) -> (n, *event_shape)``,
 ``log_prob(x) -> (n,)`` and ``fit(x) -> self``. Its parameters are buffers (fitted, not
-trained), so they travel in checkpoints.
+trained), so they travel in checkpoints. :class:`FlowNoise` is the exception: a pre-trained
+stochastic-interpolant flow whose (frozen) weights are parameters with ``requires_grad=False``.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +20,7 @@ from torch import Tensor, nn
 from probgen.energy.energies import Energy
 from probgen.exceptions import NotPositiveDefiniteError
 
-__all__ = ["GaussianMixtureNoise", "GaussianNoise", "NoiseDistribution", "build_noise"]
+__all__ = ["FlowNoise", "GaussianMixtureNoise", "GaussianNoise", "NoiseDistribution", "build_noise"]
 
 
 def _robust_cholesky(cov: Tensor, where: str) -> Tensor:
@@ -192,6 +196,232 @@ class GaussianMixtureNoise(NoiseDistribution):
         return torch.logsumexp(self._component_log_prob(flat) + torch.log_softmax(self.logits.to(flat), 0), -1)
 
 
+class _ExternalBase(NoiseDistribution):
+    """An interpolant base with ``sample(n, generator, dtype, device)`` and ``log_prob`` as a noise."""
+
+    def __init__(self, base, dim: int) -> None:
+        super().__init__((dim,))
+        self.base = base
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.base.sample(n, generator, self._anchor.dtype, self._anchor.device).reshape(n, self.dim)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return self.base.log_prob(self._flat(x)).to(x)
+
+
+class FlowNoise(NoiseDistribution):
+    r"""A trained probability-flow ODE as $q$: $q = \rho_1$ of $\dot X_t = b(t, X_t)$, $X_{t_0} \sim \rho_0$.
+
+    Going beyond Jiang et al. (2023), who use fixed Gaussian-type $q$: a flow fitted to the data
+    (a :class:`~probgen.interpolants.StochasticInterpolant`) is a far better proposal, so the
+    importance weights $e^{-E(x')}/q(x')$ of the compositional objective, NCE and the
+    $\log Z$ estimate have much lower variance. Both operations solve an ODE with the same
+    solver, steps and time span, and neither lets gradients into the flow (whose weights are
+    frozen) or into ``x``:
+
+    - :meth:`sample`: $x = X_{t_1}$ from $X_{t_0} \sim \rho_0$ by
+      :func:`probgen.interpolants.generate` (``method="ode"``);
+    - :meth:`log_prob`: the instantaneous change of variables (Albergo et al. 2023; Chen et al.
+      2018) $\log q(x) = \log\rho_0(X_{t_0}) - \int_{t_0}^{t_1} \nabla\cdot b(t, X_t)\,dt$ with
+      $X_{t_1} = x$, solved backwards by :func:`probgen.interpolants.log_likelihood` with the
+      **exact** divergence ($d$ backward passes per evaluation: meant for small $d$).
+
+    Consistency: $\log q$ of the flow's own samples is computed by the likelihood ODE run
+    backwards from them, not tracked along the sampling solve, so the pair
+    ``(x, log_prob(x))`` is exact up to the two solves' discretisation error, $O(h^4)$ for
+    ``rk4`` with $h = (t_1 - t_0)/\text{steps}$. Measured with the exact field from $N(0, I)$ to a
+    2-D Gaussian, on 500 of the flow's own samples (max over them; tests/energy/test_flow_noise.py):
+    ``rk4`` 10 steps: $5 \cdot 10^{-5}$ nats in $\log q$ ($3 \cdot 10^{-5}$ in $x$), 20 steps:
+    $2.4 \cdot 10^{-6}$ nats; ``heun`` 20 steps: $0.015$ nats; ``euler`` 20 / 80 steps: $0.57$ /
+    $0.17$ nats. To a 2-D two-component mixture, ``rk4`` with 20 steps errs by $7 \cdot 10^{-5}$
+    nats on target samples but $0.1$ nats at far, low-density points (50 steps: $3 \cdot 10^{-4}$).
+    A trained network's field is less smooth than these: check ``log_prob`` at two step counts.
+
+    The velocity and the base act on flat vectors ``(batch, d)``, ``d = prod(event_shape)``;
+    samples are returned, and ``log_prob`` inputs accepted, in ``event_shape``.
+
+    Args:
+        velocity: $b(t, x)$, ``t: (batch,)``, ``x: (batch, d)`` -> ``(batch, d)``, acting on each
+            row independently. If it is an ``nn.Module`` it is registered (as ``flow``) and
+            frozen in place.
+        event_shape: shape of one sample (an int means ``(dim,)``).
+        base: $\rho_0$, an object with ``sample(n, generator) -> (n, d)`` and
+            ``log_prob(x) -> (n,)`` (e.g. a :class:`GaussianNoise` of event shape ``(d,)``);
+            default $N(0, I_d)$.
+        module: the ``nn.Module`` holding the velocity's weights when ``velocity`` is a closure
+            (registered as ``flow`` and frozen in place, so that ``.to()``/``.double()`` and state
+            dicts include it).
+        steps: fixed solver steps over ``t_span`` (both solves; ignored by ``dopri5``).
+        solver: ``"euler"``, ``"heun"``, ``"rk4"`` or ``"dopri5"``.
+        t_span: $[t_0, t_1] \subseteq [0, 1]$ (an interpolant's ``t_bounds`` when its field is
+            singular at the ends).
+        rtol, atol: ``dopri5`` tolerances.
+        chunk_size: evaluate ``log_prob`` in chunks of this many points (bounds the memory of the
+            Jacobians); None: all at once.
+
+    Raises:
+        TypeError: ``velocity`` not callable or ``base`` without ``sample``/``log_prob``.
+        ValueError: bad ``steps``, ``solver``, ``t_span`` or ``chunk_size``.
+    """
+
+    def __init__(
+        self,
+        velocity: Callable[[Tensor, Tensor], Tensor],
+        event_shape,
+        base=None,
+        *,
+        module: nn.Module | None = None,
+        steps: int = 50,
+        solver: str = "rk4",
+        t_span: tuple[float, float] = (0.0, 1.0),
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        chunk_size: int | None = None,
+    ) -> None:
+        from probgen.interpolants.generate import ODE_SOLVERS
+
+        super().__init__((event_shape,) if isinstance(event_shape, int) else event_shape)
+        if not callable(velocity):
+            raise TypeError(f"velocity must be callable b(t, x), got {type(velocity).__name__}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if solver not in ODE_SOLVERS:
+            raise ValueError(f"solver must be one of {ODE_SOLVERS}, got {solver!r}")
+        t0, t1 = (float(v) for v in t_span)
+        if not 0.0 <= t0 < t1 <= 1.0:
+            raise ValueError(f"t_span must satisfy 0 <= t0 < t1 <= 1, got {t_span!r}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        if base is None:
+            base = GaussianNoise(self.dim)
+        if not (callable(getattr(base, "sample", None)) and callable(getattr(base, "log_prob", None))):
+            raise TypeError(f"base must have sample(n, generator) and log_prob(x), got {type(base).__name__}")
+        self.base = base
+        if module is None and isinstance(velocity, nn.Module):
+            module = velocity
+        self.flow = module.requires_grad_(False) if module is not None else None
+        object.__setattr__(self, "_velocity", velocity)  # not registered twice when it is `flow`
+        object.__setattr__(self, "_velocity_factory", None)
+        self.steps, self.solver, self.t_span = steps, solver, (t0, t1)
+        self.rtol, self.atol, self.chunk_size = float(rtol), float(atol), chunk_size
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    @property
+    def velocity(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The field $b(t, x)$ on flat ``(batch, d)`` inputs."""
+        if self._velocity_factory is not None:
+            return self._velocity_factory(self.flow)
+        return self._velocity
+
+    @classmethod
+    def from_interpolant(cls, model, *, ema: bool = True, event_shape=None, steps: int | None = None, solver: str | None = None, **kwargs) -> FlowNoise:
+        """$q$ from a trained :class:`~probgen.interpolants.StochasticInterpolant`.
+
+        The (EMA) network is copied and frozen (the model itself is left untouched); the base is
+        the model's $\\rho_0$ and the time span its ``(t_min, t_max)``.
+
+        Args:
+            model: the trained interpolant (not a mirror path: it has no generative ODE).
+            ema: use the EMA weights (the ones its ``sample``/``nll`` use) if it keeps them.
+            event_shape: shape of one sample, of size ``model.dim`` (default ``(model.dim,)``).
+            steps, solver: ODE settings for both solves; default the model's ``nll_steps`` and
+                ``nll_solver``.
+            **kwargs: ``rtol``, ``atol``, ``chunk_size``.
+        """
+        from probgen.interpolants.module import GaussianBase, StochasticInterpolant
+
+        if not isinstance(model, StochasticInterpolant):
+            raise TypeError(f"model must be a StochasticInterpolant, got {type(model).__name__}")
+        if model.interpolant.kind == "mirror":
+            raise ValueError("a mirror interpolant maps the data to itself and defines no density: use a one- or two-sided path")
+        event_shape = (model.dim,) if event_shape is None else ((event_shape,) if isinstance(event_shape, int) else tuple(event_shape))
+        if math.prod(event_shape) != model.dim:
+            raise ValueError(f"event_shape {event_shape} has {math.prod(event_shape)} elements, but the flow has dim={model.dim}")
+        net = copy.deepcopy(model._eval_net() if ema else model.net).eval()
+        dtype = next(net.parameters()).dtype
+        if isinstance(model.base, GaussianBase):
+            base = GaussianNoise(model.dim, cov=model.base.scale**2 * torch.eye(model.dim))
+        else:
+            base = _ExternalBase(model.base, model.dim)
+        hp = model.hparams
+        objective, interpolant, fields = model.objective, model.interpolant, model.fields
+
+        def factory(flow: nn.Module):
+            return objective.velocity(fields(flow), interpolant)
+
+        out = cls(
+            factory(net),
+            event_shape,
+            base,
+            module=net,
+            steps=int(hp.nll_steps) if steps is None else steps,
+            solver=hp.nll_solver if solver is None else solver,
+            t_span=(model.t_min, model.t_max),
+            **kwargs,
+        )
+        # rebuild the field from the registered copy at each use, so it follows .to() and copies
+        object.__setattr__(out, "_velocity_factory", factory)
+        return out.to(dtype=dtype)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, ema: bool = True, map_location="cpu", **kwargs) -> FlowNoise:
+        """$q$ from a :class:`~probgen.interpolants.StochasticInterpolant` Lightning checkpoint.
+
+        Loaded with ``torch.load(..., weights_only=True)``; the module is rebuilt from the saved
+        hyper-parameters. The global RNG state saved in the checkpoint is not restored.
+
+        Args:
+            path: the ``.ckpt`` file.
+            ema, **kwargs: as in :meth:`from_interpolant`.
+            map_location: device to load onto.
+        """
+        from probgen.interpolants.module import StochasticInterpolant
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"checkpoint {str(path)!r} is not a file")
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        if "state_dict" not in ckpt:
+            raise ValueError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict')")
+        allowed = inspect.signature(StochasticInterpolant.__init__).parameters
+        hp = {k: v for k, v in dict(ckpt.get("hyper_parameters", {})).items() if k in allowed}
+        model = StochasticInterpolant(**hp)
+        model.load_state_dict(ckpt["state_dict"])
+        return cls.from_interpolant(model, ema=ema, **kwargs)
+
+    def fit(self, x: Tensor) -> FlowNoise:
+        """No-op (the flow is trained beforehand with :mod:`probgen.interpolants`); checks ``x``'s shape."""
+        self._flat(x)
+        return self
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples ``(n, *event_shape)`` by the probability-flow ODE from base draws."""
+        from probgen.interpolants.generate import generate
+
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        x0 = self.base.sample(n, generator).reshape(n, self.dim).to(self._anchor)
+        x = generate(self.velocity, x0, steps=self.steps, method="ode", solver=self.solver, t_span=self.t_span, rtol=self.rtol, atol=self.atol)
+        return x.reshape(n, *self.event_shape)
+
+    @torch.no_grad()
+    def log_prob(self, x: Tensor) -> Tensor:
+        """$\\log q(x)$ ``(n,)`` by the likelihood ODE with the exact divergence (no gradient)."""
+        from probgen.interpolants.likelihood import log_likelihood
+
+        flat = self._flat(x).detach().to(self._anchor)
+        field = self.velocity
+        size = self.chunk_size or max(flat.shape[0], 1)
+        out = [
+            log_likelihood(field, chunk, self.base.log_prob, steps=self.steps, divergence="exact", solver=self.solver, t_span=self.t_span, rtol=self.rtol, atol=self.atol)
+            for chunk in flat.split(size)
+        ]
+        return torch.cat(out).to(x.dtype)
+
+
 class NoiseEnergy(Energy):
     """$E(x) = -\\log q(x)$: a fixed, normalised noise distribution as an expert.
 
@@ -214,8 +444,18 @@ class NoiseEnergy(Energy):
 
 
 def build_noise(kind: str, event_shape, **kwargs) -> NoiseDistribution:
-    """``kind``: ``"gaussian"`` or ``"mixture"``; ``kwargs`` go to the class."""
+    """``kind``: ``"gaussian"``, ``"mixture"`` or ``"flow"``; ``kwargs`` go to the class.
+
+    ``"flow"`` needs ``checkpoint=<path to a StochasticInterpolant .ckpt>``; the other
+    ``kwargs`` go to :meth:`FlowNoise.from_checkpoint` (``ema``, ``steps``, ``solver``, ...).
+    """
+    if kind == "flow":
+        kwargs = dict(kwargs)
+        checkpoint = kwargs.pop("checkpoint", None)
+        if checkpoint is None:
+            raise ValueError("noise kind 'flow' needs checkpoint=<path to a trained StochasticInterpolant .ckpt> in noise_kwargs")
+        return FlowNoise.from_checkpoint(checkpoint, event_shape=event_shape, **kwargs)
     kinds = {"gaussian": GaussianNoise, "mixture": GaussianMixtureNoise}
     if kind not in kinds:
-        raise ValueError(f"noise kind must be one of {sorted(kinds)} (or a trained flow via FlowNoise), got {kind!r}")
+        raise ValueError(f"noise kind must be one of {sorted([*kinds, 'flow'])}, got {kind!r}")
     return kinds[kind](event_shape, **kwargs)
