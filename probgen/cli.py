@@ -232,8 +232,9 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> ProbgenCLI:
 
 
 def _raw_formatter():
-    from jsonargparse import DefaultHelpFormatter
     import argparse
+
+    from jsonargparse import DefaultHelpFormatter
 
     class Formatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
         pass

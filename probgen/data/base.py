@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-SPLITS = ("train", "val", "test")
 
 
 class EpochShuffle(Sampler[int]):
