@@ -29,6 +29,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import time
 
 import torch
@@ -117,7 +118,8 @@ def run_split(dataset: str, split: int, grid: dict, root, observed: bool = True)
 
 
 def summarize(rows: list[dict]) -> None:
-    """Print the markdown table from per-split result rows."""
+    """Print the markdown table from per-split result rows (the first row per dataset and split counts)."""
+    rows = list({(r["dataset"], r["split"]): r for r in reversed(rows)}.values())
     print("\n| dataset | splits | NNGP (ours) | NNGP (paper) | inverse gamma (ours) | IG (paper) "
           "| Burr XII (ours) | Burr (paper) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -138,6 +140,9 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(PAPER))
     parser.add_argument("--splits", type=int, default=20)
     parser.add_argument("--first-split", type=int, default=0)
+    parser.add_argument("--split-ids", type=int, nargs="+", default=None,
+                        help="run exactly these splits (overrides --splits/--first-split)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--root", default=None, help="UCI folder (default $PROBGEN_UCI_ROOT or ../shared/data/uci)")
     parser.add_argument("--small-grid", action="store_true", help="depth {1, 4}, 3 noise levels")
     parser.add_argument("--latent", action="store_true",
@@ -155,8 +160,17 @@ def main() -> None:
     torch.distributions.Distribution.set_default_validate_args(False)
     rows = []
     # splits outermost: an interrupted run still covers every dataset equally
-    for split in range(args.first_split, args.first_split + args.splits):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = args.split_ids or range(args.first_split, args.first_split + args.splits)
+    done = set()
+    if args.out and os.path.exists(args.out):  # resume: skip what the --out file already holds
+        with open(args.out) as f:
+            done = {(r["dataset"], r["split"]) for r in map(json.loads, filter(str.strip, f))}
+    for split in splits:
         for ds in args.datasets:
+            if (ds, split) in done:
+                continue
             t0 = time.perf_counter()
             best = run_split(ds, split, grid, args.root, observed=not args.latent)
             row = {"dataset": ds, "split": split, **{m: best[m][1] for m in best},

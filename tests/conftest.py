@@ -8,6 +8,12 @@ UCI_ROOT = Path(os.environ.get("PROBGEN_UCI_ROOT", REPO.parent / "shared" / "dat
 os.environ.setdefault("PROBGEN_UCI_ROOT", str(UCI_ROOT))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one intra-op thread per xdist worker: `-n 2` on 2 cores would otherwise run 4 BLAS threads
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config, items):
     import torch

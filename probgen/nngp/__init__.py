@@ -3,6 +3,7 @@
 from probgen.nngp.classification import class_probabilities, one_hot_targets
 from probgen.nngp.fitting import PAPER_GRID, GridResult, fit_hyperparameters, grid_search
 from probgen.nngp.kernels import ACTIVATIONS, NNGPKernel, nngp_covariance
+from probgen.nngp.laplace import LaplaceGPClassifier, LaplaceMode
 from probgen.nngp.module import ScaleMixtureNNGP, make_prior
 from probgen.nngp.priors import BurrXII
 from probgen.nngp.processes import (
@@ -23,6 +24,8 @@ __all__ = [
     "ConjugateStats",
     "GaussianProcess",
     "GridResult",
+    "LaplaceGPClassifier",
+    "LaplaceMode",
     "NNGPKernel",
     "ScaleMixtureGP",
     "ScaleMixtureNNGP",

@@ -4,8 +4,10 @@ Training maximises the exact marginal likelihood $\\log p(y)$ of the whole train
 kernel's variances, the noise and (optionally) the prior's parameters; each training step is one
 optimiser step on $-\\log p(y)/N$ (the batch only drives the loop, as in GP hyperparameter
 fitting). Validation and test condition on the training set and log NLL, RMSE and calibration
-(regression) or accuracy, NLL, ECE and Brier score (classification on one-hot targets, the paper's
-Gaussian-likelihood classifier).
+(regression) or accuracy, NLL, ECE and Brier score (classification). Classification uses either the
+paper's Gaussian likelihood on one-hot targets (closed form) or a softmax likelihood by the Laplace
+approximation (:class:`~probgen.nngp.LaplaceGPClassifier`; training then maximises the Laplace
+evidence integrated over the scale prior).
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from torch.distributions import (
 from probgen.base import ProbgenModule
 from probgen.nngp.classification import class_probabilities
 from probgen.nngp.kernels import NNGPKernel
+from probgen.nngp.laplace import LaplaceGPClassifier
 from probgen.nngp.priors import BurrXII
 from probgen.nngp.processes import GaussianProcess, ScaleMixtureGP, StudentTProcess
 
 __all__ = ["PRIORS", "ScaleMixtureNNGP", "make_prior"]
 
 PRIORS = ("gaussian", "invgamma", "burr12", "lognormal", "halfcauchy", "gamma")
+LIKELIHOODS = ("gaussian", "softmax")
 
 
 def make_prior(name: str, params: dict | None = None, dtype: torch.dtype = torch.float64) -> Distribution:
@@ -71,14 +75,18 @@ class ScaleMixtureNNGP(ProbgenModule):
         prior_params: parameters of a general prior (see :func:`make_prior`).
         alpha, beta: inverse-gamma parameters (``prior="invgamma"``).
         scale: readout variance of the plain NNGP (``prior="gaussian"``).
-        noise: $\\epsilon$, noise variance per unit $\\sigma^2$.
+        noise: $\\epsilon$, noise variance per unit $\\sigma^2$ (Gaussian likelihood only).
         method: ``"quadrature"`` or ``"importance"`` for general priors.
         learn_kernel: learn $\\sigma_w^2, \\sigma_b^2$ (per layer if ``per_layer``).
         learn_noise: learn $\\epsilon$.
-        learn_prior: learn ``alpha``/``beta`` or ``scale``.
+        learn_prior: learn ``alpha``/``beta`` or ``scale`` (default: yes for the Gaussian likelihood;
+            the softmax likelihood keeps the prior fixed).
         per_layer: one variance per layer.
         lr: Adam learning rate.
-        task: ``"regression"`` or ``"classification"`` (integer labels, one-hot targets).
+        task: ``"regression"`` or ``"classification"`` (integer labels).
+        likelihood: for classification, ``"gaussian"`` (the paper's regression on one-hot targets)
+            or ``"softmax"`` (Laplace approximation; ``prior="gaussian"`` is then the NNGP
+            classifier with readout scale ``scale``, the other priors are integrated over).
         num_classes: number of classes for classification.
         max_train_points: at most this many training points are conditioned on (a seeded
             random subset beyond it), keeping the $O(n^3)$ solve small.
@@ -100,24 +108,43 @@ class ScaleMixtureNNGP(ProbgenModule):
         method: str = "quadrature",
         learn_kernel: bool = True,
         learn_noise: bool = True,
-        learn_prior: bool = True,
+        learn_prior: bool | None = None,
         per_layer: bool = False,
         lr: float = 0.05,
         task: str = "regression",
         num_classes: int = 10,
         max_train_points: int = 2000,
         num_prob_samples: int = 512,
+        likelihood: str = "gaussian",
     ) -> None:
         super().__init__()
         if task not in ("regression", "classification"):
             raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        if likelihood == "softmax" and task != "classification":
+            raise ValueError("likelihood='softmax' needs task='classification'")
+        if likelihood == "softmax" and learn_prior:
+            raise ValueError("learn_prior must be false with likelihood='softmax': the Laplace evidence is "
+                             "integrated over a fixed prior (choose its parameters by validation NLL)")
+        if learn_prior is None:
+            learn_prior = likelihood == "gaussian"
         if lr <= 0 or max_train_points < 2:
             raise ValueError(f"lr must be > 0 and max_train_points >= 2, got {lr}, {max_train_points}")
         self.save_hyperparameters()
+        self.hparams.learn_prior = learn_prior
         kernel = NNGPKernel(depth, activation, weight_var=weight_var, bias_var=bias_var, per_layer=per_layer)
-        if prior == "gaussian":
+        if likelihood == "softmax":
+            if prior == "gaussian":
+                scale_prior = None
+            elif prior == "invgamma":
+                scale_prior = make_prior("invgamma", {"concentration": alpha, "rate": beta})
+            else:
+                scale_prior = make_prior(prior, prior_params)
+            process = LaplaceGPClassifier(kernel, prior=scale_prior, scale=scale, num_classes=num_classes)
+        elif prior == "gaussian":
             process = GaussianProcess(kernel, scale=scale, noise=noise)
         elif prior == "invgamma":
             process = StudentTProcess(kernel, alpha=alpha, beta=beta, noise=noise)
@@ -164,10 +191,15 @@ class ScaleMixtureNNGP(ProbgenModule):
     def _condition(self) -> None:
         if self.x_train.numel() == 0:
             raise RuntimeError("ScaleMixtureNNGP has no training set: run `fit` (or load a checkpoint) first")
-        y = self.y_train[:, 0] if self.y_train.shape[1] == 1 else self.y_train
         with torch.no_grad():
-            self.process.fit(self.x_train, y)
+            self.process.fit(self.x_train, self._fit_targets())
         self._fitted_for_eval = True
+
+    def _fit_targets(self) -> Tensor:
+        """What the process is fitted to: labels (softmax), one-hot columns or the 1-D target."""
+        if self.hparams.likelihood == "softmax":
+            return self.y_train.argmax(-1)
+        return self.y_train[:, 0] if self.y_train.shape[1] == 1 else self.y_train
 
     # -- training -----------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -175,20 +207,21 @@ class ScaleMixtureNNGP(ProbgenModule):
         p = self.process
         if self.hparams.learn_kernel:
             groups += [p.kernel.raw_weight_var, p.kernel.raw_bias_var]
-        if self.hparams.learn_noise:
+        if self.hparams.learn_noise and hasattr(p, "raw_noise"):
             groups.append(p.raw_noise)
         if self.hparams.learn_prior:
             groups += [getattr(p, n) for n in ("raw_alpha", "raw_beta", "raw_scale") if hasattr(p, n)]
         if not groups:
-            groups = [p.raw_noise]  # an optimiser needs a parameter; lr 0 keeps it fixed
+            groups = [p.kernel.raw_weight_var]  # an optimiser needs a parameter; lr 0 keeps it fixed
             return torch.optim.Adam(groups, lr=0.0)
         return torch.optim.Adam(groups, lr=self.hparams.lr)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         if self.x_train.numel() == 0:
             self._collect_training_set()
-        y = self.y_train[:, 0] if self.y_train.shape[1] == 1 else self.y_train
+        y = self._fit_targets()
         self._fitted_for_eval = False
+        # per observation: n C one-hot values (Gaussian) or n labels (softmax)
         loss = -self.process.fit(self.x_train, y).log_marginal_likelihood() / y.numel()
         self.log("train/neg_log_marginal_likelihood", loss, prog_bar=True, batch_size=len(self.x_train))
         return loss
@@ -198,19 +231,36 @@ class ScaleMixtureNNGP(ProbgenModule):
 
     # -- evaluation ---------------------------------------------------------------------------
     def predictive(self, x: Tensor, observed: bool = True) -> Distribution:
-        """Posterior predictive at ``x`` (``(m, d)``), conditioned on the stored training set."""
+        """Posterior predictive at ``x`` (``(m, d)``), conditioned on the stored training set.
+
+        With the softmax likelihood: the ``Categorical`` of the class probabilities.
+        """
+        if self.hparams.likelihood == "softmax":
+            return torch.distributions.Categorical(probs=self.class_probabilities(x))
         if not self._fitted_for_eval:
             self._condition()
         with torch.no_grad():
             return self.process.predict(x.reshape(len(x), -1).to(torch.float64), observed=observed)
 
+    def class_probabilities(self, x: Tensor) -> Tensor:
+        """``(m, C)`` predictive class probabilities at ``x`` (Monte Carlo, seeded by the batch)."""
+        if self.hparams.task != "classification":
+            raise RuntimeError("class_probabilities needs task='classification'")
+        if not self._fitted_for_eval:
+            self._condition()
+        x = x.reshape(len(x), -1).to(torch.float64)
+        generator = torch.Generator(device=x.device).manual_seed(batch_idx_seed(x))
+        with torch.no_grad():
+            if self.hparams.likelihood == "softmax":
+                return self.process.predict_proba(x, self.hparams.num_prob_samples, generator=generator)
+            return class_probabilities(self.process.predict(x, observed=True), self.hparams.num_prob_samples,
+                                       generator=generator)
+
     def _evaluate(self, batch, stage: str) -> dict[str, Tensor]:
         x, y = batch[0], batch[1]
-        dist = self.predictive(x)
         n = len(x)
         if self.hparams.task == "classification":
-            probs = class_probabilities(dist, self.hparams.num_prob_samples,
-                                        generator=torch.Generator(device=x.device).manual_seed(batch_idx_seed(x)))
+            probs = self.class_probabilities(x)
             labels = y.long().flatten()
             from probgen.metrics import brier, ece
 
@@ -219,9 +269,12 @@ class ScaleMixtureNNGP(ProbgenModule):
                 "nll": -torch.log(probs[torch.arange(n), labels]).mean(),
                 "ece": ece(probs.float(), labels),
                 "brier": brier(probs.float(), labels),
-                "gaussian_nll": -dist.log_prob(self._targets(y)).sum(-1).mean(),
             }
+            if self.hparams.likelihood == "gaussian":
+                dist = self.predictive(x)
+                metrics["gaussian_nll"] = -dist.log_prob(self._targets(y)).sum(-1).mean()
         else:
+            dist = self.predictive(x)
             target = self._targets(y)
             target = target[:, 0] if target.shape[1] == 1 else target
             pit = predictive_cdf(dist, target)
@@ -244,6 +297,8 @@ class ScaleMixtureNNGP(ProbgenModule):
         return self._evaluate(batch, "test")
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        if self.hparams.likelihood == "softmax":
+            return {"probs": self.class_probabilities(batch[0])}
         dist = self.predictive(batch[0])
         return {"mean": dist.mean, "variance": dist.variance}
 

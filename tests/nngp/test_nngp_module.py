@@ -78,3 +78,37 @@ def test_heavy_tail_data_is_seeded_and_heavy_tailed():
     assert abs(frac - 0.05) < 4 * (0.05 * 0.95 / 4000) ** 0.5
     with pytest.raises(ValueError, match="noise_df"):
         heavy_tail_regression(10, noise_df=0.0)
+
+
+def test_softmax_classification_module_trains_the_laplace_evidence(tmp_path):
+    from probgen.data import DigitsDataModule
+
+    dm = DigitsDataModule(task="classification", batch_size=64)
+    model = ScaleMixtureNNGP(depth=1, task="classification", likelihood="softmax", prior="invgamma",
+                             max_train_points=150, lr=0.1, num_prob_samples=64, weight_var=1.0)
+    trainer = _trainer(tmp_path, 3)
+    trainer.fit(model, dm)
+    labels = model.y_train.argmax(-1)
+    with torch.no_grad():
+        untrained = ScaleMixtureNNGP(depth=1, task="classification", likelihood="softmax", prior="invgamma",
+                                     weight_var=1.0)
+        start = untrained.process.fit(model.x_train, labels).log_marginal_likelihood()
+        end = model.process.fit(model.x_train, labels).log_marginal_likelihood()
+    assert end > start  # three Adam steps on the integrated Laplace evidence
+    metrics = trainer.test(model, dm, verbose=False)[0]
+    assert metrics["test/accuracy"] > 0.8  # 150 training digits; chance is 0.1
+    assert {"test/nll", "test/ece", "test/brier"} <= set(metrics)
+    ckpt = tmp_path / "softmax.ckpt"
+    trainer.save_checkpoint(ckpt)
+    reloaded = ScaleMixtureNNGP.load_from_checkpoint(ckpt)
+    x_test = dm.splits["test"][0][:20]
+    torch.testing.assert_close(reloaded.class_probabilities(x_test), model.class_probabilities(x_test))
+
+
+def test_softmax_likelihood_argument_checks():
+    with pytest.raises(ValueError, match="likelihood"):
+        ScaleMixtureNNGP(likelihood="probit", task="classification")
+    with pytest.raises(ValueError, match="classification"):
+        ScaleMixtureNNGP(likelihood="softmax")
+    with pytest.raises(ValueError, match="learn_prior"):
+        ScaleMixtureNNGP(likelihood="softmax", task="classification", learn_prior=True)
