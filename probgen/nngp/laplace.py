@@ -25,7 +25,7 @@ $\\mathbb E[\\mathrm{softmax}(f_*)]$ by Monte Carlo.
 
 **The scale** $t = \\log\\sigma^2$ is integrated numerically, as INLA does for its hyperparameters
 (Rue, Martino, Chopin 2009): $g(t) = \\log q(y \\mid e^t) + \\log p_H(e^t) + t$ is maximised
-(Brent), and a regular grid of step $h$ (half the curvature standard deviation) is walked out
+(Brent), and a regular grid of step $h$ (0.75 of the curvature standard deviation) is walked out
 from the mode until $g$ falls ``drop`` below its maximum. The trapezoid rule gives the
 evidence $\\log \\int e^{g}dt$, with the difference to the rule of step $2h$ as its error, and
 weights $w_k \\propto e^{g(t_k)}$ for the predictive mixture $\\sum_k w_k\\, p(y_* \\mid y, e^{t_k})$.
@@ -41,6 +41,7 @@ derivative that R&W (sec. 5.5.1) write out by hand.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -96,7 +97,8 @@ class LaplaceGPClassifier(torch.nn.Module):
         num_classes: $C$ (default: ``max(label) + 1`` at :meth:`fit`).
         drop: the scale grid extends until $g$ is this far below its maximum (mass beyond it is
             below about $e^{-\\mathrm{drop}}$ of the total).
-        max_nodes: most grid nodes on each side of the mode.
+        max_nodes: most grid nodes on each side of the mode (if the walk stops there, a
+            ``RuntimeWarning`` is raised and the edge weight is added to ``quadrature_error``).
         min_weight: mixture components with smaller weight are dropped from predictions (and
             the rest renormalised).
         max_iter, tol: Newton iterations and tolerance on the change of the objective.
@@ -163,30 +165,38 @@ class LaplaceGPClassifier(torch.nn.Module):
         return -0.5 * (a * f).sum() + (self.y_onehot * f).sum() - torch.logsumexp(f, -1).sum()
 
     def _find_mode(self, K: Tensor, a0: Tensor) -> tuple[Tensor, Tensor, _Factors, int]:
+        """Newton with step halving from ``f = K a0``; returns ``(f, a, factors at f, iterations)``."""
+        eps = torch.finfo(K.dtype).eps
+        tol = max(self.tol, 16.0 * eps)  # a tol below the dtype's resolution could never be met
         a = a0
         f = K @ a
         psi = self._psi(f, a)
         for it in range(1, self.max_iter + 1):
             fac = self._factors(K, f)
-            f_new, a_new = self._newton(K, f, fac)
-            step, psi_new = 1.0, self._psi(f_new, a_new)
-            while not psi_new >= psi - 1e-12 * abs(psi.item()) and step > 1e-4:  # step halving
+            f_full, a_full = self._newton(K, f, fac)
+            slack = 8.0 * eps * max(1.0, abs(psi.item()))  # rounding in the sums of Psi
+            step, f_new, a_new = 1.0, f_full, a_full
+            psi_new = self._psi(f_new, a_new)
+            while not psi_new >= psi - slack and step > 1e-4:  # step halving (also on NaN)
                 step *= 0.5
-                f_try, a_try = f + step * (f_new - f), a + step * (a_new - a)
-                psi_new = self._psi(f_try, a_try)
-                if psi_new >= psi:
-                    f_new, a_new = f_try, a_try
-            if not torch.isfinite(psi_new):
+                f_new, a_new = f + step * (f_full - f), a + step * (a_full - a)
+                psi_new = self._psi(f_new, a_new)
+            if not psi_new >= psi - slack:
+                # no ascent along the Newton direction: at the mode up to rounding, or stuck.
+                # At the mode a = y - pi (the gradient -a + y - pi of Psi vanishes).
+                grad = (self.y_onehot - fac.pi - a).abs().max().item()
+                if grad <= 1e3 * tol:
+                    return f, a, fac, it
                 raise ProbgenNumericalError(
-                    "LaplaceGPClassifier: the Newton objective became non-finite; use float64 inputs "
-                    "or a smaller kernel scale")
-            converged = abs(psi_new.item() - psi.item()) <= self.tol * max(1.0, abs(psi.item()))
+                    f"LaplaceGPClassifier: the Newton line search found no ascent at iteration {it} "
+                    f"(gradient {grad:.2e}); use float64 inputs or a smaller kernel scale")
+            converged = abs(psi_new.item() - psi.item()) <= tol * max(1.0, abs(psi.item()))
             f, a, psi = f_new, a_new, psi_new
             if converged:
                 return f, a, self._factors(K, f), it
         raise ProbgenNumericalError(
             f"LaplaceGPClassifier: Newton did not converge in {self.max_iter} iterations "
-            f"(last change of the objective above tol={self.tol}); raise max_iter or use float64")
+            f"(last change of the objective above tol={tol:.1e}); raise max_iter or use float64")
 
     def _laplace(self, K: Tensor, t: float, a0: Tensor) -> LaplaceMode:
         Ks = math.exp(t) * K
@@ -247,17 +257,25 @@ class LaplaceGPClassifier(torch.nn.Module):
     def _integrate_scale(self, K: Tensor) -> None:
         """The trapezoid grid in $t = \\log\\sigma^2$ around the posterior mode (module docstring)."""
         g, mode_at, t_hat = self._scale_search(K, use_prior=True)
-        g_hat, delta = g(t_hat), 0.05
-        curv = (g(t_hat + delta) - 2.0 * g_hat + g(t_hat - delta)) / delta**2
-        sd = 1.0 / math.sqrt(-curv) if curv < 0 else 1.0
+        g_hat, delta, sd = g(t_hat), 0.05, 1.0
+        for _ in range(4):  # central differences on a scale matched to the posterior's width
+            curv = (g(t_hat + delta) - 2.0 * g_hat + g(t_hat - delta)) / delta**2
+            sd = 1.0 / math.sqrt(-curv) if curv < 0 else 1.0
+            if 0.5 * sd >= 0.9 * delta:
+                break
+            delta = 0.5 * sd
         # step 0.75 sd: the trapezoid error for a Gaussian-shaped integrand is ~2 exp(-2 pi^2 / 0.75^2)
-        h = min(max(0.75 * sd, 0.01), 1.0)
+        h = min(0.75 * sd, 1.0)
         nodes = {0: g_hat}
+        truncated = False
         for direction in (1, -1):
             k = direction
-            while abs(k) <= self.max_nodes:
+            while True:
                 nodes[k] = g(t_hat + k * h)
                 if nodes[k] < g_hat - self.drop:
+                    break
+                if abs(k) == self.max_nodes:
+                    truncated = True
                     break
                 k += direction
         ks = sorted(nodes)
@@ -268,7 +286,14 @@ class LaplaceGPClassifier(torch.nn.Module):
         log_z_coarse = torch.logsumexp(gs[even], 0) + math.log(2 * h)
         log_w = gs - torch.logsumexp(gs, 0)
         ess = 1.0 / torch.exp(torch.logsumexp(2.0 * log_w, 0)).item()
-        self.posterior = ScalePosterior(t, log_w, log_z, "laplace-grid", abs(log_z - log_z_coarse).item(), ess)
+        error = abs(log_z - log_z_coarse).item()
+        if truncated:  # the mass beyond the last node is at least about that node's weight
+            edge = max(log_w[0].exp().item(), log_w[-1].exp().item())
+            error += edge
+            warnings.warn(f"LaplaceGPClassifier: the grid over log sigma^2 stopped at max_nodes={self.max_nodes} "
+                          f"with {edge:.1e} of the weight on its edge node; raise max_nodes or use a prior with "
+                          "lighter tails", RuntimeWarning, stacklevel=3)
+        self.posterior = ScalePosterior(t, log_w, log_z, "laplace-grid", error, ess)
         self.modes = [mode_at(t_hat + k * h) for k in ks]
         self._grid = (t_hat, h, ks)
 
@@ -288,8 +313,8 @@ class LaplaceGPClassifier(torch.nn.Module):
         """
         if not isinstance(x, Tensor) or not isinstance(labels, Tensor):
             raise TypeError(f"x and labels must be tensors, got {type(x).__name__} and {type(labels).__name__}")
-        if x.dim() != 2 or not x.is_floating_point():
-            raise ValueError(f"x must be a floating (n, d) tensor, got {x.dtype} of shape {tuple(x.shape)}")
+        if x.dim() != 2 or not x.is_floating_point() or len(x) == 0:
+            raise ValueError(f"x must be a non-empty floating (n, d) tensor, got {x.dtype} of shape {tuple(x.shape)}")
         if labels.dim() != 1 or len(labels) != len(x):
             raise ValueError(f"labels must have shape ({len(x)},), got {tuple(labels.shape)}")
         if not torch.isfinite(x).all():
@@ -301,7 +326,7 @@ class LaplaceGPClassifier(torch.nn.Module):
             raise ValueError(f"labels must lie in [0, {num_classes}) with num_classes >= 2, got range "
                              f"[{int(labels.min())}, {int(labels.max())}]")
         self.x_train = x
-        self.y_onehot = torch.nn.functional.one_hot(labels.long(), num_classes).to(x.dtype)
+        self.y_onehot = torch.nn.functional.one_hot(labels.long(), num_classes).to(x)
         with torch.no_grad():
             K = self.kernel(x).to_dense()
             if self.prior is None:
@@ -344,11 +369,16 @@ class LaplaceGPClassifier(torch.nn.Module):
         log_w = self.posterior.log_weights[keep]
         return keep, log_w - torch.logsumexp(log_w, 0)
 
-    def _latent_chunks(self, x: Tensor, chunk: int):
-        """Yield ``(node, rows, mean (r, C), cov (r, C, C))``: the factors are built once per node."""
+    def _check_x(self, x: Tensor) -> None:
         self._check_fitted()
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a tensor, got {type(x).__name__}")
         if x.dim() != 2 or x.shape[-1] != self.x_train.shape[-1]:
             raise ValueError(f"x must have shape (m, {self.x_train.shape[-1]}), got {tuple(x.shape)}")
+
+    def _latent_chunks(self, x: Tensor, chunk: int):
+        """Yield ``(node, rows, mean (r, C), cov (r, C, C))``: the factors are built once per node."""
+        self._check_x(x)
         x = x.to(self.x_train)
         keep, _ = self._kept_nodes()
         with torch.no_grad():
@@ -383,9 +413,13 @@ class LaplaceGPClassifier(torch.nn.Module):
         """
         _, log_w = self._kept_nodes()
         means, covs = [[] for _ in log_w], [[] for _ in log_w]
-        for node, _, mean, cov in self._latent_chunks(x, chunk=len(x)):
+        for node, _, mean, cov in self._latent_chunks(x, chunk=max(len(x), 1)):
             means[node].append(mean)
             covs[node].append(cov)
+        if len(x) == 0:
+            C = self.y_onehot.shape[1]
+            return log_w.to(self.x_train), self.x_train.new_zeros(len(log_w), 0, C), \
+                self.x_train.new_zeros(len(log_w), 0, C, C)
         return (log_w.to(self.x_train), torch.stack([torch.cat(m) for m in means]),
                 torch.stack([torch.cat(c) for c in covs]))
 
@@ -397,7 +431,8 @@ class LaplaceGPClassifier(torch.nn.Module):
             x: ``(m, d)`` test inputs.
             num_samples: draws per test point and scale node (the same normal draws are reused
                 across nodes).
-            generator: seeds the draws (on the inputs' device); the global RNG is untouched.
+            generator: seeds the draws (a CPU generator; one seed per block is drawn from it); the
+                global RNG is untouched.
             chunk: test points per block (bounds the memory at ``num_samples * chunk * C``).
 
         Returns:
@@ -405,14 +440,17 @@ class LaplaceGPClassifier(torch.nn.Module):
         """
         if num_samples < 1 or chunk < 1:
             raise ValueError(f"num_samples and chunk must be >= 1, got {num_samples}, {chunk}")
-        self._check_fitted()
+        self._check_x(x)
         _, log_w = self._kept_nodes()
         C = self.y_onehot.shape[1]
         x = x.to(self.x_train)
-        eps = torch.randn(num_samples, len(x), C, generator=generator, dtype=x.dtype, device=x.device)
+        # one seed per block: the same normal draws for every node, drawn block by block
+        seeds = torch.randint(2**62, ((len(x) + chunk - 1) // chunk,), generator=generator).tolist()
         probs = torch.zeros(len(x), C, dtype=x.dtype, device=x.device)
         for node, rows, mean, cov in self._latent_chunks(x, chunk):
+            block = torch.Generator(device=x.device).manual_seed(seeds[rows.start // chunk])
+            eps = torch.randn(num_samples, len(mean), C, generator=block, dtype=x.dtype, device=x.device)
             chol, _ = cholesky_with_jitter(cov, 1e-10, where="LaplaceGPClassifier predictive covariance")
-            f = mean + torch.einsum("mcd,smd->smc", chol, eps[:, rows])  # (S, r, C)
+            f = mean + torch.einsum("mcd,smd->smc", chol, eps)  # (S, r, C)
             probs[rows] += log_w[node].exp().to(x) * torch.softmax(f, -1).mean(0)
         return probs

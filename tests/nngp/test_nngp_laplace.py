@@ -129,6 +129,35 @@ def test_concentrated_prior_reduces_to_the_fixed_scale_classifier():
     # common random numbers and sigma^2 within 0.3% of 2: only the scale's spread separates them
     torch.testing.assert_close(p_mixed, p_fixed, atol=2e-3, rtol=0)
     assert mixed.posterior.mean().item() == pytest.approx(2.0, rel=5e-3)
+    # a prior this narrow integrates to the evidence at its centre (the grid step follows its width)
+    assert mixed.posterior.log_evidence.item() == pytest.approx(fixed.posterior.log_evidence.item(), abs=1e-3)
+    assert mixed.posterior.quadrature_error < 1e-3
+
+
+def test_float32_inputs_follow_the_float64_result():
+    x, labels = _data(25, 3, seed=13)
+    prior = InverseGamma(torch.tensor(2.0, dtype=D), torch.tensor(2.0, dtype=D))
+    kernel = NNGPKernel(1, "relu")
+    c64 = LaplaceGPClassifier(kernel.double(), prior=prior).fit(x, labels)
+    log_z64 = c64.posterior.log_evidence.item()
+    _, mean64, _ = c64.predict_latent(x[:5])
+    c32 = LaplaceGPClassifier(kernel.float(), prior=prior).fit(x.float(), labels)
+    _, mean32, _ = c32.predict_latent(x[:5].float())
+    assert mean32.dtype == torch.float32
+    assert c32.posterior.log_evidence.item() == pytest.approx(log_z64, rel=1e-4)
+    # float32 Newton stops at its own resolution; the node grid may differ slightly
+    torch.testing.assert_close(mean32[len(mean32) // 2].double(), mean64[len(mean64) // 2], atol=0.05, rtol=0.05)
+
+
+def test_a_truncated_scale_grid_warns_and_widens_the_error():
+    x, labels = _data(15, 3, seed=14)
+    prior = InverseGamma(torch.tensor(2.0, dtype=D), torch.tensor(2.0, dtype=D))
+    full = LaplaceGPClassifier(NNGPKernel(1, "relu").double(), prior=prior).fit(x, labels)
+    with pytest.warns(RuntimeWarning, match="max_nodes"):
+        cut = LaplaceGPClassifier(NNGPKernel(1, "relu").double(), prior=prior, max_nodes=2).fit(x, labels)
+    assert len(cut.modes) == 5
+    actual = abs(cut.posterior.log_evidence.item() - full.posterior.log_evidence.item())
+    assert actual <= cut.posterior.quadrature_error
 
 
 def test_type_two_maximum_likelihood_scale_is_a_maximum():
@@ -202,6 +231,10 @@ def test_bad_input_is_rejected():
         LaplaceGPClassifier(kernel).predict_proba(x)
     with pytest.raises(ValueError, match="num_samples"):
         LaplaceGPClassifier(kernel).fit(x, labels).predict_proba(x, num_samples=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        LaplaceGPClassifier(kernel).fit(x[:0], labels[:0])
+    with pytest.raises(TypeError, match="tensor"):
+        LaplaceGPClassifier(kernel).fit(x, labels).predict_proba(x.tolist())
 
 
 def test_non_convergence_raises_a_numerical_error():
