@@ -152,7 +152,10 @@ class SDESolver:
     r"""A fixed-step SDE solver: declares its orders, SDE type and noise types; one ``step``.
 
     Attributes:
-        strong_order: strong (pathwise) order of convergence.
+        strong_order: strong (pathwise) order of convergence; :meth:`strong_order_for` gives it
+            per noise type.
+        strong_order_by_noise: the noise types whose strong order differs from ``strong_order``
+            (Euler-Maruyama: 1.0 for additive noise; Heun: 0.5 for general noise).
         weak_order: weak order (of expectations of smooth functionals).
         sde_type: the calculus the SDE must be written in, ``"ito"`` or ``"stratonovich"``.
         noise_types: the noise types it solves correctly.
@@ -170,6 +173,14 @@ class SDESolver:
     sde_type: str
     noise_types: tuple[str, ...]
     nodes: tuple[float, ...] = (0.0,)
+    strong_order_by_noise: dict[str, float] = {}  # noqa: RUF012 (read-only class table)
+
+    @classmethod
+    def strong_order_for(cls, noise_type: str) -> float:
+        """Strong order of the method on an SDE of ``noise_type``."""
+        if noise_type not in cls.noise_types:
+            raise ValueError(f"{cls.__name__} does not solve noise type {noise_type!r}; it supports {cls.noise_types}")
+        return cls.strong_order_by_noise.get(noise_type, cls.strong_order)
 
     def __init__(self, terms: _SDETerms, options: dict[str, Any] | None = None) -> None:
         self.f_and_g = terms.f_and_g
@@ -197,6 +208,7 @@ class EulerMaruyama(SDESolver):
     """
 
     strong_order = 0.5
+    strong_order_by_noise = {"additive": 1.0}  # noqa: RUF012
     weak_order = 1.0
     sde_type = "ito"
     noise_types = NOISE_TYPES
@@ -292,6 +304,8 @@ class StratonovichHeun(SDESolver):
     """
 
     strong_order = 1.0
+    # without the Levy areas of non-commuting noise, one order is lost (Burrage et al. 2004)
+    strong_order_by_noise = {"general": 0.5}  # noqa: RUF012
     weak_order = 1.0
     sde_type = "stratonovich"
     noise_types = NOISE_TYPES

@@ -83,6 +83,64 @@ def test_heun_strong_order_one_on_stratonovich_linear_sde():
     assert_order(dts, errors, StratonovichHeun.strong_order, tol=0.25)
 
 
+class LevyAreaSDE:
+    r"""$dX_1 = dW_1$, $dX_2 = X_1 \circ dW_2$: non-commuting noise, $X_2(T) = \int_0^T W_1\, dW_2$."""
+
+    noise_type = "general"
+    sde_type = "stratonovich"
+
+    def f(self, t, y):
+        return torch.zeros_like(y)
+
+    def g(self, t, y):
+        g = torch.zeros(*y.shape, 2, dtype=y.dtype)
+        g[:, 0, 0] = 1.0
+        g[:, 1, 1] = y[:, 0]
+        return g
+
+
+def test_heun_declares_and_shows_strong_order_half_for_general_noise():
+    # the reference is the Stratonovich (trapezoid) sum on the 2^12-step grid of the same path
+    batch, fine, T = 2000, 2**12, 1.0
+    grid = BrownianGrid([T * i / fine for i in range(fine + 1)], (batch, 2), dtype=F64, generator=make_generator(1))
+    w = grid.path  # (fine + 1, batch, 2)
+    exact = (0.5 * (w[1:, :, 0] + w[:-1, :, 0]) * (w[1:, :, 1] - w[:-1, :, 1])).sum(0)
+    y0 = torch.zeros(batch, 2, dtype=F64)
+    dts, errors = [], []
+    for k in (2, 3, 4, 5, 6):
+        ys = sdeint(LevyAreaSDE(), y0, [0.0, T], bm=grid, method="heun", dt=T / 2**k)
+        dts.append(T / 2**k)
+        errors.append((ys[-1][:, 1] - exact).abs().mean().item())
+    assert StratonovichHeun.strong_order_for("general") == 0.5
+    assert StratonovichHeun.strong_order_for("diagonal") == 1.0
+    assert_order(dts, errors, StratonovichHeun.strong_order_for("general"), tol=0.25)
+
+
+def test_euler_strong_order_one_for_additive_noise():
+    class OU:
+        noise_type, sde_type = "additive", "ito"
+
+        def f(self, t, y):
+            return -y
+
+        def g(self, t, y):
+            return torch.full((*y.shape, 1), 0.5, dtype=y.dtype)
+
+    # exact OU on the same path is not closed-form in the increments; use the 2^9-step Euler path
+    batch, fine, T = 2000, 2**9, 1.0
+    grid = BrownianGrid([T * i / fine for i in range(fine + 1)], (batch, 1), dtype=F64, generator=make_generator(2))
+    y0 = torch.ones(batch, 1, dtype=F64)
+    ref = sdeint(OU(), y0, [0.0, T], bm=grid, method="euler", dt=T / fine)[-1]
+    dts, errors = [], []
+    for k in (2, 3, 4, 5):
+        ys = sdeint(OU(), y0, [0.0, T], bm=grid, method="euler", dt=T / 2**k)
+        dts.append(T / 2**k)
+        errors.append((ys[-1] - ref).abs().mean().item())
+    assert_order(dts, errors, EulerMaruyama.strong_order_for("additive"), tol=0.25)
+    with pytest.raises(ValueError, match="noise type"):
+        ItoMilstein.strong_order_for("general")
+
+
 def test_stratonovich_milstein_strong_order_one():
     dts, errors = strong_errors(LinearSDE(0.5, 1.0, "stratonovich"), "milstein", ito=False)
     assert_order(dts, errors, 1.0, tol=0.25)
