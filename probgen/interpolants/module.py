@@ -84,8 +84,8 @@ class StochasticInterpolant(ProbgenModule):
             weights are saved in the checkpoint and used by :meth:`sample`, validation and test.
         sample_method, sample_solver, sample_steps, sample_eps: how :meth:`sample` generates
             (see :func:`~probgen.interpolants.generate`).
-        sample_eps_schedule: ``"constant"`` ($\epsilon(t) = \epsilon_0$) or ``"vanishing"``
-            ($\epsilon(t) = \epsilon_0 (1 - t)$, which tames $\epsilon s$ where the score is
+        sample_eps_schedule: ``"constant"`` ($\\epsilon(t) = \\epsilon_0$) or ``"vanishing"``
+            ($\\epsilon(t) = \\epsilon_0 (1 - t)$, which tames $\\epsilon s$ where the score is
             singular at the data end, e.g. a score from the velocity of a one-sided path).
         nll_solver, nll_steps, nll_divergence, nll_num_probes: how validation/test compute
             $-\\log\\rho_1$ (see :func:`~probgen.interpolants.log_likelihood`).
