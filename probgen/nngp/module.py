@@ -320,6 +320,66 @@ class ScaleMixtureNNGP(ProbgenModule):
             return dist.sample((num_samples,)).float()
 
 
+    def plot_samples(self, samples: Tensor, path, datamodule=None):
+        """Classification: test inputs with their predicted classes, and a reliability diagram.
+
+        Regression (or no datamodule): the default plot of the predictive draws ``samples``.
+        """
+        if self.hparams.task != "classification" or datamodule is None:
+            return super().plot_samples(samples, path, datamodule)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from pathlib import Path
+
+        import matplotlib.pyplot as plt
+
+        if getattr(datamodule, "splits", None) is None:
+            datamodule.setup("test")
+        x, y = datamodule.splits["test"][0], datamodule.splits["test"][1].long().flatten()
+        probs = self.class_probabilities(x).cpu()
+        conf, pred = probs.max(-1)
+        correct = (pred == y.cpu()).double()
+        fig = plt.figure(figsize=(12, 5))
+        grid = fig.add_gridspec(4, 13)
+        side = int(round(x[0].numel() ** 0.5))
+        if side * side == x[0].numel():  # square images: show 32 test inputs with their predictions
+            unit = getattr(datamodule, "to_unit", lambda t: t)(x[:32]).reshape(-1, side, side).cpu()
+            for i in range(min(32, len(x))):
+                ax = fig.add_subplot(grid[i // 8, i % 8])
+                ax.imshow(unit[i], cmap="gray_r")
+                ax.set_title(f"{int(pred[i])} ({conf[i]:.2f})", fontsize=8,
+                             color="black" if correct[i] else "red")
+                ax.axis("off")
+        ax = fig.add_subplot(grid[:, 9:])
+        edges = torch.linspace(0, 1, 11)
+        bins = torch.bucketize(conf, edges[1:-1])
+        centres, accs, counts = [], [], []
+        for b in range(10):
+            sel = bins == b
+            if sel.any():
+                centres.append(conf[sel].mean().item())
+                accs.append(correct[sel].mean().item())
+                counts.append(int(sel.sum()))
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+        ax.plot(centres, accs, "o-", label="model")
+        for c, a, n in zip(centres, accs, counts):
+            ax.annotate(str(n), (c, a), textcoords="offset points", xytext=(0, 5), fontsize=7, ha="center")
+        ax.set_xlabel("confidence (top-class probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"reliability on the test split (counts per bin)\naccuracy {correct.mean():.3f}, "
+                     f"{self.hparams.likelihood} likelihood, prior {self.hparams.prior}", fontsize=9)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.08)
+        ax.legend(loc="upper left")
+        fig.suptitle("test digits: predicted class (probability), red if wrong", x=0.35, fontsize=10)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
 def batch_idx_seed(x: Tensor) -> int:
     """A deterministic seed from a batch (so class probabilities do not depend on global RNG)."""
     return int(x.numel()) + 7919

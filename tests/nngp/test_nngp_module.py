@@ -50,6 +50,8 @@ def test_classification_module_on_digits(tmp_path):
     metrics = trainer.test(model, dm, verbose=False)[0]
     assert metrics["test/accuracy"] > 0.85  # 300 training digits; chance is 0.1
     assert {"test/nll", "test/ece", "test/brier"} <= set(metrics)
+    png = model.plot_samples(model.sample(2), tmp_path / "classifier.png", datamodule=dm)
+    assert png.stat().st_size > 10_000  # test digits with predictions and a reliability diagram
 
 
 def test_class_probabilities_and_cdf_closed_forms():
