@@ -325,7 +325,7 @@ class ScaleMixtureNNGP(ProbgenModule):
 
         Regression (or no datamodule): the default plot of the predictive draws ``samples``.
         """
-        if self.hparams.task != "classification" or datamodule is None:
+        if datamodule is None:
             return super().plot_samples(samples, path, datamodule)
         import matplotlib
 
@@ -334,6 +334,13 @@ class ScaleMixtureNNGP(ProbgenModule):
 
         import matplotlib.pyplot as plt
 
+        if self.hparams.task == "regression":
+            fig = self._plot_regression(datamodule, plt)
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            return path
         if getattr(datamodule, "splits", None) is None:
             datamodule.setup("test")
         x, y = datamodule.splits["test"][0], datamodule.splits["test"][1].long().flatten()
@@ -378,6 +385,58 @@ class ScaleMixtureNNGP(ProbgenModule):
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
+
+
+    def _predictive_bands(self, x: Tensor, levels=(0.025, 0.25, 0.5, 0.75, 0.975)) -> Tensor:
+        """``(len(levels), m)`` predictive quantiles of $y$ at ``x`` (from 4,000 draws, seeded)."""
+        dist = self.predictive(x)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            draws = dist.sample((4000,))
+        draws = draws[..., 0] if draws.dim() == 3 else draws
+        return torch.quantile(draws, torch.tensor(levels, dtype=draws.dtype), dim=0).cpu()
+
+    def _plot_regression(self, datamodule, plt):
+        if getattr(datamodule, "splits", None) is None:
+            datamodule.setup("test")
+        x_tr = self.x_train.cpu()
+        y_tr = self.y_train[:, 0].cpu()
+        x_te, y_te = datamodule.splits["test"][0], datamodule.splits["test"][1].reshape(-1).double()
+        title = f"{self.hparams.prior} prior, {self.hparams.activation} NNGP of depth {self.hparams.depth}"
+        if x_tr.shape[1] == 1:  # 1-D input: predictive bands over a grid
+            lo, hi = min(x_tr.min(), x_te.min()).item(), max(x_tr.max(), x_te.max()).item()
+            grid = torch.linspace(lo, hi, 300, dtype=torch.float64)[:, None]
+            q = self._predictive_bands(grid)
+            fig, ax = plt.subplots(figsize=(9, 4.5))
+            ax.fill_between(grid[:, 0], q[0], q[4], alpha=0.2, color="C0", label="95% predictive")
+            ax.fill_between(grid[:, 0], q[1], q[3], alpha=0.35, color="C0", label="50% predictive")
+            ax.plot(grid[:, 0], q[2], color="C0", label="median")
+            ax.scatter(x_te[:, 0], y_te, s=6, color="0.5", label="test")
+            ax.scatter(x_tr[:, 0], y_tr, s=10, color="C3", label="train")
+            ax.set_xlabel("x")
+            ax.set_ylabel("y")
+            ax.set_title(title)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            return fig
+        # several inputs: predictions against observations on the test split, and the PIT histogram
+        q = self._predictive_bands(x_te.to(torch.float64))
+        pit = predictive_cdf(self.predictive(x_te), y_te.to(self.y_train)).cpu()
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        inside = ((y_te >= q[0]) & (y_te <= q[4])).double().mean().item()
+        axes[0].errorbar(y_te, q[2], yerr=torch.stack([q[2] - q[0], q[4] - q[2]]), fmt="o", ms=3, alpha=0.6,
+                         elinewidth=0.8)
+        span = [min(y_te.min(), q[0].min()).item(), max(y_te.max(), q[4].max()).item()]
+        axes[0].plot(span, span, "k--", lw=1)
+        axes[0].set_xlabel("observed y (test)")
+        axes[0].set_ylabel("predictive median and 95% interval")
+        axes[0].set_title(f"{title}\n{inside:.0%} of test points inside their 95% interval", fontsize=9)
+        axes[1].hist(pit, bins=10, range=(0, 1), density=True)
+        axes[1].axhline(1.0, color="k", ls="--", lw=1)
+        axes[1].set_xlabel("PIT = predictive CDF at the observed y")
+        axes[1].set_title("calibration: flat if calibrated", fontsize=9)
+        fig.tight_layout()
+        return fig
 
 
 def batch_idx_seed(x: Tensor) -> int:

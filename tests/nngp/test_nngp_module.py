@@ -38,6 +38,8 @@ def test_training_increases_marginal_likelihood_and_checkpoint_reloads(tmp_path,
     assert "state_dict" in state
     samples = reloaded.sample(3, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (3, 60)
+    png = reloaded.plot_samples(samples, tmp_path / "bands.png", datamodule=dm)
+    assert png.stat().st_size > 10_000  # predictive bands over the 1-D input
 
 
 def test_classification_module_on_digits(tmp_path):
