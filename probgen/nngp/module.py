@@ -74,7 +74,8 @@ class ScaleMixtureNNGP(ProbgenModule):
             ``"burr12"``, ``"lognormal"``, ``"halfcauchy"``, ``"gamma"`` with ``prior_params``.
         prior_params: parameters of a general prior (see :func:`make_prior`).
         alpha, beta: inverse-gamma parameters (``prior="invgamma"``).
-        scale: readout variance of the plain NNGP (``prior="gaussian"``).
+        scale: readout variance of the plain NNGP (``prior="gaussian"``); with the softmax
+            likelihood ``None`` chooses it by type-II maximum likelihood at every fit.
         noise: $\\epsilon$, noise variance per unit $\\sigma^2$ (Gaussian likelihood only).
         method: ``"quadrature"`` or ``"importance"`` for general priors.
         learn_kernel: learn $\\sigma_w^2, \\sigma_b^2$ (per layer if ``per_layer``).
@@ -103,7 +104,7 @@ class ScaleMixtureNNGP(ProbgenModule):
         prior_params: dict | None = None,
         alpha: float = 2.0,
         beta: float = 2.0,
-        scale: float = 1.0,
+        scale: float | None = 1.0,
         noise: float = 0.1,
         method: str = "quadrature",
         learn_kernel: bool = True,
@@ -129,6 +130,9 @@ class ScaleMixtureNNGP(ProbgenModule):
         if likelihood == "softmax" and learn_prior:
             raise ValueError("learn_prior must be false with likelihood='softmax': the Laplace evidence is "
                              "integrated over a fixed prior (choose its parameters by validation NLL)")
+        if scale is None and likelihood != "softmax":
+            raise ValueError("scale=None (type-II maximum likelihood) needs likelihood='softmax'; the Gaussian "
+                             "likelihood learns the scale with learn_prior")
         if learn_prior is None:
             learn_prior = likelihood == "gaussian"
         if lr <= 0 or max_train_points < 2:

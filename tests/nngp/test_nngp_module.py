@@ -116,3 +116,7 @@ def test_softmax_likelihood_argument_checks():
         ScaleMixtureNNGP(likelihood="softmax")
     with pytest.raises(ValueError, match="learn_prior"):
         ScaleMixtureNNGP(likelihood="softmax", task="classification", learn_prior=True)
+    with pytest.raises(ValueError, match="scale=None"):
+        ScaleMixtureNNGP(scale=None)
+    ml = ScaleMixtureNNGP(likelihood="softmax", task="classification", prior="gaussian", scale=None)
+    assert ml.process.prior is None and ml.process.scale is None  # type-II ML of the scale at each fit
