@@ -17,7 +17,7 @@ _EXPORTS = {
     "probgen.samplers": ("SGLD", "PSGLD", "SGHMC", "langevin", "cyclical_schedule", "polynomial_schedule", "rhat", "ess"),
     "probgen.interpolants": ("Interpolant", "generate", "log_likelihood", "StochasticInterpolant"),
     "probgen.fractional": ("FractionalSDE", "LatentFractionalSDE"),
-    "probgen.nngp": ("NNGPKernel", "StudentTProcess", "ScaleMixtureGP", "ScaleMixtureNNGP"),
+    "probgen.nngp": ("NNGPKernel", "StudentTProcess", "ScaleMixtureGP", "LaplaceGPClassifier", "ScaleMixtureNNGP"),
     "probgen.ensembles": ("SGLDEnsemble",),
     "probgen.energy": ("EnergyBasedModel",),
     "probgen.base": ("ProbgenModule",),
