@@ -6,6 +6,10 @@ fractional SDE (K OU processes, drift -theta x) jointly over H, theta and the co
 which sees the next observation. Prints the learnt H and theta per seed and their mean +- std.
 
     python benchmarks/fractional_hurst.py --hurst 0.2 0.3 0.4 0.5 0.6 0.7 0.8 --seeds 0 --iters 400
+
+``--elbo-at H1 H2 ...`` instead trains the control with the model's H fixed at each given value
+(theta fixed at the truth, 1) on the data of the first ``--hurst``, and prints the final ELBO
+on all paths next to the exact log-likelihood at that H: the variational gap per H.
 """
 
 from __future__ import annotations
@@ -85,6 +89,28 @@ def run(hurst: float, seed: int, iters: int, n_ou: int, gamma_max: float, dt: fl
     return h, th, per_iter, -loss.item()
 
 
+def elbo_at(true_h: float, model_h: float, seed: int, iters: int, a) -> tuple[float, float, float]:
+    """Train the control at a fixed H (theta = 1); return (ELBO mean over all paths, its MC std, exact log-lik)."""
+    gen = torch.Generator().manual_seed(seed)
+    times, paths = simulate_fou(a.num_paths, true_h, theta=1.0, sigma=1.0, horizon=2.0, n_obs=a.n_obs, generator=gen)
+    values = paths.unsqueeze(-1)
+    torch.manual_seed(seed)
+    model = FractionalSDE(n_ou=a.n_ou, gamma_max=a.gamma_max, horizon=2.0, kind="type1", hurst=model_h,
+                          learn_hurst=False, drift="ou", theta=1.0, learn_theta=False, sigma=1.0, context="next_obs",
+                          obs_std=0.05, dt=a.dt, lr=3e-3, control=a.control, control_hidden=a.hidden)
+    opt = model.configure_optimizers()
+    for _ in range(iters):
+        idx = torch.randint(0, a.num_paths, (a.batch,), generator=gen)
+        loss = -model.elbo(values[idx], times)["elbo"].mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        elbos = torch.stack([model.elbo(values, times)["elbo"].mean() for _ in range(4)])
+    ll = exact_log_likelihood(paths, times, model_h, 1.0, a.n_ou, a.gamma_max, a.dt, 0.05)
+    return elbos.mean().item(), elbos.std().item(), ll
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--hurst", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
@@ -99,10 +125,20 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=100, help="iterations with H frozen at 0.5")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--control", default="affine", choices=["mlp", "affine"])
+    p.add_argument("--elbo-at", type=float, nargs="+", default=None,
+                   help="fixed model H values: print the trained ELBO and exact log-likelihood at each")
     p.add_argument("--profile", action="store_true",
                    help="print the exact log-likelihood profile over H instead of training")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.elbo_at:
+        print(f"# data: true H {a.hurst[0]}, seed {a.seeds[0]}; control trained {a.iters} iters at fixed H, theta = 1")
+        print("| model H | ELBO per path (+- MC std) | exact log-lik | gap |")
+        print("|---|---|---|---|")
+        for h in a.elbo_at:
+            e, sd, ll = elbo_at(a.hurst[0], h, a.seeds[0], a.iters, a)
+            print(f"| {h} | {e:.2f} +- {sd:.2f} | {ll:.2f} | {ll - e:.2f} |", flush=True)
+        return
     if a.profile:
         grid = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
         print(f"# exact mean log-likelihood per path (20 obs, obs std 0.05) of the K={a.n_ou}, gamma_max="
