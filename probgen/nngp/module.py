@@ -12,6 +12,8 @@ evidence integrated over the scale prior).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.distributions import (
@@ -246,8 +248,11 @@ class ScaleMixtureNNGP(ProbgenModule):
         with torch.no_grad():
             return self.process.predict(x.reshape(len(x), -1).to(torch.float64), observed=observed)
 
-    def class_probabilities(self, x: Tensor) -> Tensor:
-        """``(m, C)`` predictive class probabilities at ``x`` (Monte Carlo, seeded by the batch)."""
+    def class_probabilities(self, x: Tensor, predictive: Distribution | None = None) -> Tensor:
+        """``(m, C)`` predictive class probabilities at ``x`` (Monte Carlo, seeded by the batch).
+
+        ``predictive``: the Gaussian likelihood's :meth:`predictive` at ``x``, if already computed.
+        """
         if self.hparams.task != "classification":
             raise RuntimeError("class_probabilities needs task='classification'")
         if not self._fitted_for_eval:
@@ -257,14 +262,16 @@ class ScaleMixtureNNGP(ProbgenModule):
         with torch.no_grad():
             if self.hparams.likelihood == "softmax":
                 return self.process.predict_proba(x, self.hparams.num_prob_samples, generator=generator)
-            return class_probabilities(self.process.predict(x, observed=True), self.hparams.num_prob_samples,
-                                       generator=generator)
+            if predictive is None:
+                predictive = self.process.predict(x, observed=True)
+            return class_probabilities(predictive, self.hparams.num_prob_samples, generator=generator)
 
     def _evaluate(self, batch, stage: str) -> dict[str, Tensor]:
         x, y = batch[0], batch[1]
         n = len(x)
         if self.hparams.task == "classification":
-            probs = self.class_probabilities(x)
+            dist = self.predictive(x) if self.hparams.likelihood == "gaussian" else None
+            probs = self.class_probabilities(x, predictive=dist)
             labels = y.long().flatten()
             from probgen.metrics import brier, ece
 
@@ -274,8 +281,7 @@ class ScaleMixtureNNGP(ProbgenModule):
                 "ece": ece(probs.float(), labels),
                 "brier": brier(probs.float(), labels),
             }
-            if self.hparams.likelihood == "gaussian":
-                dist = self.predictive(x)
+            if dist is not None:
                 metrics["gaussian_nll"] = -dist.log_prob(self._targets(y)).sum(-1).mean()
         else:
             dist = self.predictive(x)
@@ -325,9 +331,11 @@ class ScaleMixtureNNGP(ProbgenModule):
 
 
     def plot_samples(self, samples: Tensor, path, datamodule=None):
-        """Classification: test inputs with their predicted classes, and a reliability diagram.
+        """A PNG of the predictive on the datamodule's test split (``samples`` are not needed).
 
-        Regression (or no datamodule): the default plot of the predictive draws ``samples``.
+        Classification: test inputs with their predicted classes, and a reliability diagram.
+        Regression: predictive bands over a 1-D input, else test predictions with 95% intervals
+        and the PIT histogram. Without a datamodule: the default plot of ``samples``.
         """
         if datamodule is None:
             return super().plot_samples(samples, path, datamodule)
@@ -338,22 +346,24 @@ class ScaleMixtureNNGP(ProbgenModule):
 
         import matplotlib.pyplot as plt
 
-        if self.hparams.task == "regression":
-            fig = self._plot_regression(datamodule, plt)
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            return path
         if getattr(datamodule, "splits", None) is None:
             datamodule.setup("test")
+        plot = self._plot_regression if self.hparams.task == "regression" else self._plot_classification
+        fig = plot(datamodule, plt)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def _plot_classification(self, datamodule, plt):
         x, y = datamodule.splits["test"][0], datamodule.splits["test"][1].long().flatten()
         probs = self.class_probabilities(x).cpu()
         conf, pred = probs.max(-1)
         correct = (pred == y.cpu()).double()
         fig = plt.figure(figsize=(12, 5))
         grid = fig.add_gridspec(4, 13)
-        side = int(round(x[0].numel() ** 0.5))
+        side = math.isqrt(x[0].numel())
         if side * side == x[0].numel():  # square images: show 32 test inputs with their predictions
             unit = getattr(datamodule, "to_unit", lambda t: t)(x[:32]).reshape(-1, side, side).cpu()
             for i in range(min(32, len(x))):
@@ -384,12 +394,7 @@ class ScaleMixtureNNGP(ProbgenModule):
         ax.set_ylim(0, 1.08)
         ax.legend(loc="upper left")
         fig.suptitle("test digits: predicted class (probability), red if wrong", x=0.35, fontsize=10)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
-
+        return fig
 
     def _predictive_bands(self, x: Tensor, levels=(0.025, 0.25, 0.5, 0.75, 0.975)) -> Tensor:
         """``(len(levels), m)`` predictive quantiles of $y$ at ``x`` (from 4,000 draws, seeded)."""
@@ -401,8 +406,6 @@ class ScaleMixtureNNGP(ProbgenModule):
         return torch.quantile(draws, torch.tensor(levels, dtype=draws.dtype), dim=0).cpu()
 
     def _plot_regression(self, datamodule, plt):
-        if getattr(datamodule, "splits", None) is None:
-            datamodule.setup("test")
         x_tr = self.x_train.cpu()
         y_tr = self.y_train[:, 0].cpu()
         x_te, y_te = datamodule.splits["test"][0], datamodule.splits["test"][1].reshape(-1).double()
