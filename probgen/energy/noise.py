@@ -84,7 +84,9 @@ class GaussianNoise(NoiseDistribution):
             raise ValueError(f"scale must be > 0, got {scale}")
         self.scale = float(scale)
         self.diagonal = bool(diagonal)
-        d, dtype = self.dim, torch.get_default_dtype()
+        # follow the dtype of a given floating mean / cov (float64 parameters stay float64)
+        given = [v for v in (cov, mean) if torch.is_tensor(v) and v.is_floating_point()]
+        d, dtype = self.dim, given[0].dtype if given else torch.get_default_dtype()
         self.register_buffer("loc", torch.zeros(d, dtype=dtype) if mean is None else torch.as_tensor(mean, dtype=dtype).reshape(d).clone())
         cov = torch.eye(d, dtype=dtype) if cov is None else torch.as_tensor(cov, dtype=dtype).reshape(d, d)
         self.register_buffer("scale_tril", _robust_cholesky(cov * self.scale**2, "GaussianNoise"))
