@@ -53,7 +53,8 @@ class SGLDEnsemble(ProbgenModule):
         prior_scale: its scale; ``prior_df``: the Student-t degrees of freedom.
         prior_fan_in: divide the Gaussian prior variance of weight matrices by their fan-in.
         num_chains: K.
-        sampler: ``"sgld"``, ``"psgld"`` or ``"sghmc"``.
+        sampler: ``"sgld"``, ``"psgld"``, ``"sghmc"`` or ``"adaptive_sghmc"`` (scale-adapted
+            SGHMC, Springenberg et al. 2016: its preconditioner adapts during ``burn_in``).
         lr: step size h at step 0 (on $U = N\\ell$, see :mod:`probgen.samplers`).
         schedule: ``"constant"``, ``"polynomial"`` or ``"cyclical"``.
         temperature: T (1: the posterior; 0: no noise, the deep-ensemble limit).
@@ -153,7 +154,7 @@ class SGLDEnsemble(ProbgenModule):
         hp = self.hparams
         return self.ensemble.make_sampler(
             hp.sampler, lr=hp.lr, temperature=hp.temperature, seed=hp.seed,
-            alpha=hp.alpha, eps=hp.eps, friction=hp.friction,
+            alpha=hp.alpha, eps=hp.eps, friction=hp.friction, adapt_steps=max(1, hp.burn_in),
         )
 
     # -- training --------------------------------------------------------------------------

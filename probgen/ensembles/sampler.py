@@ -5,7 +5,8 @@ vmapped over the chain axis of stacked parameters.
 tensors ``(K, *shape)`` and whose gradients are the per-chain gradients of the minibatch mean
 loss (the chains' losses are independent, so the gradient of their sum is the stack of their
 gradients). Its ``step`` calls :func:`~probgen.samplers.sgld_step`,
-:func:`~probgen.samplers.psgld_step` or :func:`~probgen.samplers.sghmc_step` on each chain,
+:func:`~probgen.samplers.psgld_step`, :func:`~probgen.samplers.sghmc_step` or
+:func:`~probgen.samplers.adaptive_sghmc_step` on each chain,
 either through ``torch.func.vmap`` or with a loop over chains.
 
 The Gaussian noise of step ``t`` is drawn for all chains from a generator seeded with
@@ -22,13 +23,18 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 from torch.func import vmap
+from torch.utils._pytree import tree_map
 from torch.optim import Optimizer
 
 from probgen.exceptions import SamplerDivergedError
-from probgen.samplers.sgmcmc import psgld_init, psgld_step, sghmc_init, sghmc_step, sgld_step
+from probgen.samplers.adaptive import ADAPTIVE_SGHMC_KEYS, adaptive_sghmc_step
+from probgen.samplers.sgmcmc import psgld_step, sghmc_step, sgld_step
 
-SAMPLERS = ("sgld", "psgld", "sghmc")
-_STATE_KEY = {"sgld": None, "psgld": "square_avg", "sghmc": "momentum_buffer"}
+SAMPLERS = ("sgld", "psgld", "sghmc", "adaptive_sghmc")
+# per-parameter state of each method (all of it starts at zero); a method with one key passes
+# {name: tensor} to its functional step, one with several {key: {name: tensor}}
+_STATE_KEYS = {"sgld": (), "psgld": ("square_avg",), "sghmc": ("momentum_buffer",),
+               "adaptive_sghmc": ADAPTIVE_SGHMC_KEYS}
 _SEED_STRIDE = 1_000_003
 
 
@@ -40,17 +46,19 @@ def step_noise(params: list[Tensor], seed: int, step: int) -> list[Tensor]:
 
 
 class EnsembleSampler(Optimizer):
-    """SGLD / pSGLD / SGHMC over ``K`` stacked chains.
+    """SGLD / pSGLD / SGHMC / scale-adapted SGHMC over ``K`` stacked chains.
 
     Args:
         params: stacked chain tensors, each ``(K, *shape)`` with ``.grad`` set by backward
             on the sum over chains of the minibatch mean loss.
-        method: ``"sgld"``, ``"psgld"`` or ``"sghmc"``.
+        method: ``"sgld"``, ``"psgld"``, ``"sghmc"`` or ``"adaptive_sghmc"``.
         lr: default step size (``step(lr=...)`` overrides it, e.g. from a schedule).
         num_data: $N$, training points the loss is a per-point mean over.
         temperature: default $T \\ge 0$ (0: no noise, the deep-ensemble limit).
         alpha, eps: pSGLD's squared-gradient decay and damping.
-        friction: SGHMC's $\\alpha \\in (0, 1]$.
+        friction: SGHMC's $\\alpha \\in (0, 1]$ (also scale-adapted SGHMC's).
+        adapt_steps: scale-adapted SGHMC adapts its gradient moments during the first
+            ``adapt_steps`` steps (the burn-in), >= 1.
         vectorize: ``"vmap"`` or ``"sequential"`` (loop over chains).
         seed: seed of the counter-based noise.
         check_finite: raise :class:`~probgen.exceptions.SamplerDivergedError` if a chain
@@ -67,6 +75,7 @@ class EnsembleSampler(Optimizer):
         alpha: float = 0.99,
         eps: float = 1e-5,
         friction: float = 0.1,
+        adapt_steps: int = 1000,
         vectorize: str = "vmap",
         seed: int = 0,
         check_finite: bool = True,
@@ -81,8 +90,10 @@ class EnsembleSampler(Optimizer):
             raise ValueError(f"num_data must be > 0, got {num_data}")
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if method == "adaptive_sghmc" and not adapt_steps >= 1:
+            raise ValueError(f"adapt_steps must be >= 1 for adaptive_sghmc (its moments start at zero), got {adapt_steps}")
         defaults = {"lr": lr, "num_data": num_data, "temperature": temperature, "alpha": alpha, "eps": eps,
-                        "friction": friction, "num_steps": 0}
+                        "friction": friction, "adapt_steps": adapt_steps, "num_steps": 0}
         super().__init__(params, defaults)
         self.method, self.vectorize, self.seed, self.check_finite = method, vectorize, seed, check_finite
 
@@ -94,7 +105,10 @@ class EnsembleSampler(Optimizer):
             a, e = group["alpha"], group["eps"]
             return lambda p, g, s, xi: psgld_step(p, g, s, lr, n, temperature, a, e, noise=xi)
         f = group["friction"]
-        return lambda p, g, s, xi: sghmc_step(p, g, s, lr, n, temperature, f, noise=xi)
+        if self.method == "sghmc":
+            return lambda p, g, s, xi: sghmc_step(p, g, s, lr, n, temperature, f, noise=xi)
+        adapt = group["num_steps"] < group["adapt_steps"]
+        return lambda p, g, s, xi: adaptive_sghmc_step(p, g, s, lr, n, temperature, f, adapt, noise=xi)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None, *, lr: float | None = None,
@@ -124,15 +138,14 @@ class EnsembleSampler(Optimizer):
             keys = [str(i) for i in range(len(live))]
             params = dict(zip(keys, live))
             grads = {k: p.grad for k, p in params.items()}
-            key = _STATE_KEY[self.method]
-            if key is not None:
-                for p in live:
-                    if key not in self.state[p]:
-                        init = psgld_init if self.method == "psgld" else sghmc_init
-                        self.state[p][key] = init({"p": p})["p"]
-                state = {k: self.state[p][key] for k, p in params.items()}
-            else:
-                state = {}
+            state_keys = _STATE_KEYS[self.method]
+            for p in live:
+                for sk in state_keys:
+                    if sk not in self.state[p]:
+                        self.state[p][sk] = torch.zeros_like(p)
+            state = {sk: {k: self.state[p][sk] for k, p in params.items()} for sk in state_keys}
+            if len(state_keys) == 1:
+                state = state[state_keys[0]]
             noise = dict(zip(keys, step_noise(live, self.seed, t))) if temp > 0 else None
             fn = self._functional(h, temp, group)
             if self.vectorize == "vmap":
@@ -140,12 +153,14 @@ class EnsembleSampler(Optimizer):
                                     randomness="error")(params, grads, state, noise)
             else:
                 outs = [
-                    fn(*({k: v[i] for k, v in d.items()} if d is not None else None
+                    fn(*(tree_map(lambda v: v[i], d) if d is not None else None  # noqa: B023
                          for d in (params, grads, state, noise)))
                     for i in range(live[0].shape[0])
                 ]
                 new_p = {k: torch.stack([o[0][k] for o in outs]) for k in keys}
-                new_s = {k: torch.stack([o[1][k] for o in outs]) for k in keys} if key else {}
+                new_s = tree_map(lambda *xs: torch.stack(xs), *[o[1] for o in outs])
+            if len(state_keys) == 1:
+                new_s = {state_keys[0]: new_s}
             for k, p in params.items():
                 if self.check_finite and not torch.isfinite(new_p[k]).all():
                     bad = (~torch.isfinite(new_p[k])).reshape(len(new_p[k]), -1).any(1).nonzero().flatten().tolist()
@@ -154,7 +169,7 @@ class EnsembleSampler(Optimizer):
                         f"lr={h:g}, temperature={temp:g}); lower lr, use pSGLD, or check the data"
                     )
                 p.copy_(new_p[k])
-                if key is not None:
-                    self.state[p][key] = new_s[k]
+                for sk in state_keys:
+                    self.state[p][sk] = new_s[sk][k]
             group["num_steps"] = t + 1
         return loss

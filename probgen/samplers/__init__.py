@@ -4,11 +4,16 @@
 * :class:`SGLD`, :class:`PSGLD`, :class:`SGHMC`: SG-MCMC over network weights as
   ``torch.optim.Optimizer`` subclasses, with functional steps (``sgld_step``, ...) for
   many chains under ``torch.func.vmap``.
+* :class:`AdaptiveSGHMC` (``adaptive_sghmc_step``): scale-adapted SGHMC (Springenberg et
+  al. 2016), step size and friction set from running gradient moments during burn-in.
+* :func:`gamma_precision_gibbs`: conjugate Gibbs draws of Gamma-prior precisions.
 * :func:`cyclical_schedule`, :func:`polynomial_schedule` and their LR schedulers.
 * :func:`rhat`, :func:`ess`: convergence diagnostics.
 """
 
+from probgen.samplers.adaptive import AdaptiveSGHMC, adaptive_sghmc_init, adaptive_sghmc_step
 from probgen.samplers.diagnostics import autocorrelation, ess, rank_normalize, rhat, split_chains
+from probgen.samplers.gibbs import gamma_precision_gibbs, sample_gamma
 from probgen.samplers.langevin import LangevinResult, langevin
 from probgen.samplers.schedules import (
     CyclicalLR,
@@ -29,6 +34,11 @@ from probgen.samplers.sgmcmc import (
 )
 
 __all__ = [
+    "AdaptiveSGHMC",
+    "adaptive_sghmc_init",
+    "adaptive_sghmc_step",
+    "gamma_precision_gibbs",
+    "sample_gamma",
     "PSGLD",
     "SGHMC",
     "SGLD",
