@@ -5,7 +5,9 @@
 * Monte Carlo moments: :func:`assert_mean_close`, :func:`assert_var_close` and
   :func:`assert_close_mc` compare estimates with closed forms within a number of standard
   errors estimated from the same samples;
-* seeds: :func:`make_generator` and the :func:`fixed_seed` context manager.
+* seeds: :func:`make_generator` and the :func:`fixed_seed` context manager;
+* bad input: :func:`assert_rejects_argument` checks that a constructor refuses a bad value
+  with a ``ValueError`` / ``TypeError`` that names the argument and shows the value.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import Tensor
 
 __all__ = [
     "assert_close_mc",
+    "assert_rejects_argument",
     "assert_mean_close",
     "assert_order",
     "assert_var_close",
@@ -176,3 +179,30 @@ def fixed_seed(seed: int) -> Iterator[None]:
         torch.random.set_rng_state(state)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+def assert_rejects_argument(factory, name: str, value, **other) -> BaseException:
+    """Assert that ``factory(name=value, **other)`` raises at once, naming the argument.
+
+    The error must be a ``ValueError`` or ``TypeError`` whose message starts with
+    ``"<name> must"`` (what is allowed follows) and shows the value (its ``repr`` or ``str``).
+
+    Args:
+        factory: a class or function taking keyword arguments.
+        name: the argument's name.
+        value: the bad value.
+        **other: further (valid) keyword arguments.
+
+    Returns:
+        The raised exception, for further checks.
+    """
+    try:
+        factory(**{name: value}, **other)
+    except (ValueError, TypeError) as err:
+        message = str(err)
+        if not message.startswith(f"{name} must"):
+            raise AssertionError(f"{name}={value!r}: the message does not start with {name!r} must: {message!r}") from err
+        if repr(value) not in message and str(value) not in message:
+            raise AssertionError(f"{name}={value!r}: the message does not show the value: {message!r}") from err
+        return err
+    raise AssertionError(f"{getattr(factory, '__name__', factory)}({name}={value!r}) did not raise")

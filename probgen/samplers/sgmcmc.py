@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from probgen.exceptions import SamplerDivergedError
+
 __all__ = [
     "PSGLD",
     "SGHMC",
@@ -350,6 +352,27 @@ class _SGMCMCOptimizer(Optimizer):
         _check_positive("num_data", group["num_data"])
         _check_positive("temperature", group["temperature"], allow_zero=True)
 
+    def _check_finite_grads(self, group: dict, live: list[Tensor]) -> None:
+        """Raise before the update if any gradient holds NaN/inf (one host sync per group),
+        so that a diverged loss stops the chain with its parameters intact."""
+        if not live:
+            return
+        for p in live:
+            if p.grad.is_sparse:
+                raise TypeError(f"{type(self).__name__} does not support sparse gradients")
+        finite = torch.stack([torch.isfinite(p.grad).all() for p in live])
+        if bool(finite.all()):
+            return
+        g = next(i for i, gr in enumerate(self.param_groups) if gr is group)
+        bad = int((~finite).nonzero()[0])
+        index = next(i for i, p in enumerate(group["params"]) if p is live[bad])
+        raise SamplerDivergedError(
+            f"{type(self).__name__}.step: the gradient of parameter {index} of param group {g} "
+            f"(shape {tuple(live[bad].shape)}) contains NaN or inf; the parameters were left "
+            f"unchanged. Check the loss for NaN/inf (e.g. log of 0), or try a smaller lr "
+            f"(now {group['lr']:g}) or gradient clipping."
+        )
+
     def _draw_noise(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {
             k: torch.randn(p.shape, generator=self.generator, dtype=p.dtype, device=p.device)
@@ -369,19 +392,21 @@ class _SGMCMCOptimizer(Optimizer):
 
         Returns:
             The closure's loss, or None.
+
+        Raises:
+            SamplerDivergedError: a gradient holds NaN or inf (the parameters are unchanged).
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for group in self.param_groups:  # all checks before any update
             self._validate_group(group)
+            self._check_finite_grads(group, [p for p in group["params"] if p.grad is not None])
+        for group in self.param_groups:
             live = [p for p in group["params"] if p.grad is not None]
             if not live:
                 continue
-            for p in live:
-                if p.grad.is_sparse:
-                    raise TypeError(f"{type(self).__name__} does not support sparse gradients")
             params = {str(i): p for i, p in enumerate(live)}
             grads = {str(i): p.grad for i, p in enumerate(live)}
             state = {}
