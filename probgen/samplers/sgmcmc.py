@@ -63,13 +63,27 @@ def _check_positive(name: str, value: Scalar, allow_zero: bool = False) -> None:
         raise ValueError(f"{name} must be finite and {allowed}, got {value}")
 
 
+def _check_real_type(name: str, value: Scalar) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number or a tensor, got {type(value).__name__}")
+
+
 def _check_open_unit(name: str, value: Scalar, closed_left: bool = False) -> None:
     if isinstance(value, Tensor):
         return
+    _check_real_type(name, value)
     lo_ok = value >= 0 if closed_left else value > 0
     if not (lo_ok and value < 1):
         interval = "[0, 1)" if closed_left else "(0, 1)"
         raise ValueError(f"{name} must lie in {interval}, got {value}")
+
+
+def _check_friction(friction: Scalar) -> None:
+    if isinstance(friction, Tensor):
+        return
+    _check_real_type("friction", friction)
+    if not (0 < friction <= 1):
+        raise ValueError(f"friction must lie in (0, 1], got {friction}")
 
 
 def _check_keys(what: str, d: Mapping[str, Tensor], params: Mapping[str, Tensor]) -> None:
@@ -299,8 +313,7 @@ def sghmc_step(
     _check_positive("lr", lr)
     _check_positive("num_data", num_data)
     _check_positive("temperature", temperature, allow_zero=True)
-    if not isinstance(friction, Tensor) and not (0 < friction <= 1):
-        raise ValueError(f"friction must lie in (0, 1], got {friction}")
+    _check_friction(friction)
     _check_keys("grads", grads, params)
     _check_keys("state", state, params)
     drift = lr * num_data
@@ -576,8 +589,7 @@ class SGHMC(_SGMCMCOptimizer):
         _check_positive("lr", lr)
         _check_positive("num_data", num_data)
         _check_positive("temperature", temperature, allow_zero=True)
-        if not (0 < friction <= 1):
-            raise ValueError(f"friction must lie in (0, 1], got {friction}")
+        _check_friction(friction)
         defaults = {
             "lr": lr,
             "num_data": num_data,

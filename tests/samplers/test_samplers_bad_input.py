@@ -90,6 +90,9 @@ def test_tail_ess_when_both_quantile_indicators_are_constant():
     (lambda p: SGHMC(p, lr=0.1, num_data=1, friction=0.0), r"friction must lie in \(0, 1\], got 0"),
     (lambda p: SGHMC(p, lr=0.1, num_data=1, friction=math.nan), r"friction must lie in \(0, 1\], got nan"),
     (lambda p: SGLD(p, lr=0.1, num_data=1, generator=0), "generator must be a torch.Generator"),
+    (lambda p: SGLD(p, lr="0.1", num_data=1), "lr must be a real number or a tensor, got str"),
+    (lambda p: SGHMC(p, lr=0.1, num_data=1, friction="high"), "friction must be a real number or a tensor, got str"),
+    (lambda p: PSGLD(p, lr=0.1, num_data=1, alpha=None), "alpha must be a real number or a tensor, got NoneType"),
 ])
 def test_optimizer_constructors_reject_bad_hyperparameters(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
