@@ -126,7 +126,7 @@ class SGLDEnsemble(ProbgenModule):
         check_int("burn_in", burn_in, ge=0)
         check_int("thin", thin, ge=1)
         check_int("total_steps", total_steps, ge=1, allow_none=True)
-        check_int("num_cycles", num_cycles, ge=1)
+        check_int("num_cycles", num_cycles, ge=1, le=total_steps)
         check_real("exploration_fraction", exploration_fraction, ge=0, le=1)
         check_real("poly_b", poly_b, gt=0)
         check_real("poly_gamma", poly_gamma, ge=0)

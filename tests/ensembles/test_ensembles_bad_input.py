@@ -43,3 +43,8 @@ def test_predicting_before_any_kept_sample_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.ensemble.predictive(x, source="chains")
+
+
+def test_num_cycles_cannot_exceed_total_steps():
+    with pytest.raises(ValueError, match=r"^num_cycles must be an integer in \[1, 3\], got 4"):
+        SGLDEnsemble(schedule="cyclical", total_steps=3, num_cycles=4)
