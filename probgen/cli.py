@@ -12,19 +12,28 @@ checkpoint's run (``lightning_logs/version_N/config.yaml``).
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
+import re
 import sys
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from probgen.base import ProbgenModule
 from probgen.data.base import ProbgenDataModule
 
 FAMILIES = ("interpolants", "fractional", "nngp", "ensembles", "energy")
+
+
+class CLIUsageError(ValueError):
+    """A bad command-line or config value: ``probgen`` prints the message as one line (no
+    traceback) and exits with status 2. Its message names the flag, the value and what is
+    allowed."""
 
 
 def import_families() -> list[str]:
@@ -60,11 +69,17 @@ def find_checkpoint(ckpt_path: str, root: str | Path = ".") -> Path:
     if ckpt_path != "last":
         path = Path(ckpt_path)
         if not path.is_file():
-            raise ValueError(f"ckpt_path {ckpt_path!r} is not a file; pass a .ckpt path or 'last'")
+            raise CLIUsageError(
+                f"--ckpt_path={ckpt_path}: no such file; pass an existing .ckpt file, 'last' (the "
+                f"newest checkpoints/*.ckpt under the working directory) or null (untrained model)"
+            )
         return path
     found = sorted(Path(root).glob("**/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise ValueError(f"ckpt_path='last' but no checkpoints/*.ckpt under {Path(root).resolve()}; run `probgen fit` first")
+        raise CLIUsageError(
+            f"--ckpt_path=last: no checkpoints/*.ckpt under {Path(root).resolve()}; run `probgen fit` "
+            f"first, or pass a .ckpt file or null"
+        )
     return found[-1]
 
 
@@ -116,8 +131,8 @@ class ProbgenTrainer(L.Trainer):
         Returns:
             The output folder.
         """
-        if num_samples <= 0:
-            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0:
+            raise CLIUsageError(f"--num_samples={num_samples}: num_samples must be an integer >= 1")
         if ckpt_path is not None:
             path = find_checkpoint(ckpt_path, self.default_root_dir)
             load_checkpoint_into(model, path)
@@ -143,6 +158,20 @@ class ProbgenCLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         return {**LightningCLI.subcommands(), "sample": {"model", "datamodule"}}
 
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        """Parsers raise instead of printing the usage text, so :func:`run_cli` can print one line."""
+        kwargs.setdefault("exit_on_error", False)
+        return super().init_parser(**kwargs)
+
+    def instantiate_classes(self) -> None:
+        """Instantiate as LightningCLI does; a constructor's ValueError/TypeError becomes a
+        :class:`CLIUsageError` naming the flag (``--model.init_args.lr``) and its value."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as err:
+            config = self.config.get(self.subcommand) if self.subcommand else self.config
+            raise CLIUsageError(_constructor_error_line(err, config)) from err
+
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """Add a rich progress bar unless the config turns progress bars off."""
         config = self._get(self.config_init, "trainer", default={}) or {}
@@ -151,6 +180,148 @@ class ProbgenCLI(LightningCLI):
             callbacks.append(RichProgressBar(leave=True))
         self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
         return super().instantiate_trainer(**kwargs)
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The innermost ValueError/TypeError of an exception chain (jsonargparse wraps the
+    constructor's own error in a "Does not validate against any of the Union subtypes")."""
+    found = err
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (ValueError, TypeError)):
+            found = err
+        err = err.__cause__ or err.__context__
+    return found
+
+
+def _component_of(err: BaseException) -> tuple[str, object | None]:
+    """Which config section raised ``err``: the outermost LightningModule / DataModule /
+    Trainer constructor frame in its traceback."""
+    tb = err.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, L.LightningModule):
+            return "model", owner
+        if isinstance(owner, L.LightningDataModule):
+            return "data", owner
+        if isinstance(owner, L.Trainer):
+            return "trainer", owner
+        tb = tb.tb_next
+    return "", None
+
+
+def _constructor_error_line(err: BaseException, config) -> str:
+    """One line for a constructor's error: the flag, its value, the constructor's message."""
+    root = _root_cause(err)
+    message = " ".join(str(root).split())
+    section, owner = _component_of(root)
+    if not section:
+        return message
+    prefix = "--trainer." if section == "trainer" else f"--{section}.init_args."
+    where = "" if owner is None else f" ({type(owner).__module__}.{type(owner).__qualname__})"
+    argument = getattr(root, "argument", None)  # set by probgen.validation
+    if argument is None:  # a plain "NAME must ..." message from a constructor's own check
+        m = re.match(r"(\w+) must\b", message)
+        argument = m.group(1) if m else None
+    name = re.sub(r"\[.*$", "", argument or "")  # weight_var[1] -> weight_var
+    key = f"{section}.{name}" if section == "trainer" else f"{section}.init_args.{name}"
+    try:
+        known = bool(name) and config is not None and key in config
+        value = config.get(key) if known else None
+    except (KeyError, AttributeError, TypeError):
+        known, value = False, None
+    if not known:
+        return f"--{section}{where}: {message}"
+    shown = "null" if value is None else value
+    return f"{prefix}{name}={shown}{where}: {message}"
+
+
+_NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Given value:",
+    "- Expected a <class 'NoneType'>",
+)
+
+
+def _parse_error_line(message: str) -> str:
+    """One line out of jsonargparse's multi-line parse error (an unknown option, a class that
+    does not exist, a value of the wrong type), with a suggestion for a misspelling."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    keys, class_path, details = [], None, []
+    for line in lines:
+        if line.startswith(_NOISE):
+            continue
+        c = re.match(r"- Problem with given class_path '([^']+)':", line)
+        if c:
+            class_path = c.group(1)
+            continue
+        k = re.match(r'-?\s*Parser key "([^"]+)":\s*(.*)$', line)
+        if k:
+            keys.append(k.group(1))
+            if k.group(2):
+                details.append(k.group(2))
+            continue
+        details.append(line.lstrip("- "))
+    detail = re.sub(r"<class '([\w.]+)'>", r"\1", "; ".join(details) if details else " ".join(lines))
+    detail = re.sub(r"\bExpected a (?=[aeiou])", "Expected an ", detail)
+    unknown = re.search(r"does not accept option '([^']+)'", detail)
+    if unknown:
+        return _unknown_key_line(unknown.group(1))
+    section = keys[0] if keys else None
+    option = re.search(r"Option '([^']+)' is not accepted", detail)
+    if option and class_path and section in ("model", "data"):
+        return _unknown_option_line(section, class_path, option.group(1))
+    missing = re.search(r"(?:has no attribute|No module named) '([^']+)'", detail)
+    if class_path and section in ("model", "data") and (missing or "Import path" in detail or "not found" in detail):
+        return _unknown_class_line(section, class_path)
+    if section in ("model", "data") and len(keys) > 1:
+        return f"--{section}.init_args.{'.'.join(keys[1:])}: {detail}"
+    if keys:
+        return f"--{'.'.join(keys)}: {detail}"
+    return detail
+
+
+def _unknown_key_line(key: str) -> str:
+    """``trainer.max_step`` / ``trainr`` (from a YAML file or a flag): suggest the closest key."""
+    section, _, name = key.partition(".")
+    if section == "trainer" and name:
+        allowed = [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f"; did you mean --trainer.{close[0]}?" if close else "; see `probgen fit --help`"
+        return f"--{key}: the Trainer has no option {name!r}{hint}"
+    top = ["seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler", "ckpt_path", "config"]
+    close = difflib.get_close_matches(section, top, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"--{key}: unknown option {section!r}{hint} (allowed at the top level: {', '.join(top)})"
+
+
+def _unknown_option_line(section: str, class_path: str, option: str) -> str:
+    try:
+        module, _, name = class_path.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    except Exception:  # noqa: BLE001 - the suggestion is best effort
+        allowed = []
+    close = difflib.get_close_matches(option, allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (f"--{section}.init_args.{option}: {class_path} has no argument {option!r}{hint} "
+            f"(allowed: {', '.join(allowed)})")
+
+
+def _unknown_class_line(section: str, class_path: str) -> str:
+    base = ProbgenModule if section == "model" else ProbgenDataModule
+    known = {}
+    for c in _subclasses(base):
+        family = c.__module__.rsplit(".module", 1)[0]
+        known[f"{family}.{c.__qualname__}"] = c
+        known[f"{c.__module__}.{c.__qualname__}"] = c
+    close = difflib.get_close_matches(class_path, list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else "; `probgen --help` lists them"
+    return f"--{section}.class_path={class_path}: no such {section} class{hint}"
 
 
 def _help_text() -> str:
@@ -181,7 +352,7 @@ def _with_saved_config(args: list[str]) -> list[str]:
     for parent in path.parents:
         if (parent / "config.yaml").is_file():
             return [args[0], "--config", _component_config(parent / "config.yaml"), *args[1:]]
-    raise ValueError(f"no config.yaml found above {path}; pass --config explicitly")
+    raise CLIUsageError(f"--ckpt_path={ckpt}: no config.yaml found above {path}; pass --config explicitly")
 
 
 def _component_config(saved: Path) -> str:
@@ -209,26 +380,37 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> ProbgenCLI:
     With ``run=False``, ``args`` holds no subcommand and the model, datamodule and trainer
     are only instantiated (as in LightningCLI).
     """
+    from jsonargparse import ArgumentError
+
     import_families()
     given = list(sys.argv[1:] if args is None else args)
+    command = f"probgen {given[0]}" if run and given and not given[0].startswith("-") else "probgen"
     try:
         args = _with_saved_config(given)
-    except ValueError as err:
-        raise SystemExit(f"probgen sample: {err}") from None
-    if args == sys.argv[1:]:
-        args = None  # let LightningCLI read sys.argv itself
-    return ProbgenCLI(
-        ProbgenModule,
-        ProbgenDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        trainer_class=ProbgenTrainer,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": _help_text(), "formatter_class": _raw_formatter()},
-        args=args,
-        run=run,
-    )
+        if args == sys.argv[1:]:
+            args = None  # let LightningCLI read sys.argv itself
+        return ProbgenCLI(
+            ProbgenModule,
+            ProbgenDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_class=ProbgenTrainer,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": _help_text(), "formatter_class": _raw_formatter()},
+            args=args,
+            run=run,
+        )
+    except ArgumentError as err:
+        _exit_usage(command, _parse_error_line(str(err)))
+    except CLIUsageError as err:
+        _exit_usage(command, str(err))
+
+
+def _exit_usage(command: str, line: str) -> None:
+    """Print the one line ``probgen fit: error: <line>`` and exit with status 2."""
+    print(f"{command}: error: {' '.join(line.split())}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _raw_formatter():

@@ -10,8 +10,12 @@ import math
 import torch
 from torch import Tensor
 
+from probgen.validation import check_finite, check_int
+
 
 def _check_pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    check_finite("x", x)
+    check_finite("y", y)
     if x.dim() == 1:
         x = x[:, None]
     if y.dim() == 1:
@@ -96,14 +100,28 @@ def gaussian_nll(mean: Tensor, var: Tensor, y: Tensor) -> Tensor:
         var: predictive variances > 0, broadcastable with ``y``.
         y: targets.
     """
+    for name, value in (("mean", mean), ("var", var), ("y", y)):
+        check_finite(name, value)
     if (var <= 0).any():
-        raise ValueError("var must be positive everywhere")
+        raise ValueError(f"var must be > 0 everywhere, got min {float(var.min()):g}")
     return (0.5 * torch.log(2 * math.pi * var) + (y - mean).square() / (2 * var)).mean()
 
 
 def _check_probs(probs: Tensor, labels: Tensor) -> None:
     if probs.dim() != 2 or labels.shape != probs.shape[:1]:
         raise ValueError(f"probs must be (n, classes) and labels (n,), got {tuple(probs.shape)} and {tuple(labels.shape)}")
+    check_finite("probs", probs)
+    if bool((probs < 0).any()) or bool(((probs.sum(1) - 1).abs() > 1e-3).any()):
+        raise ValueError(
+            f"probs must be probabilities: entries >= 0 and rows summing to 1, got entries in "
+            f"[{float(probs.min()):g}, {float(probs.max()):g}] and row sums in "
+            f"[{float(probs.sum(1).min()):g}, {float(probs.sum(1).max()):g}]"
+        )
+    if labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= probs.shape[1]):
+        raise ValueError(f"labels must lie in [0, {probs.shape[1] - 1}] (one per class of probs), "
+                         f"got values in [{int(labels.min())}, {int(labels.max())}]")
 
 
 def ece(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Tensor:
@@ -115,8 +133,7 @@ def ece(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Tensor:
         n_bins: number of confidence bins, > 0.
     """
     _check_probs(probs, labels)
-    if n_bins <= 0:
-        raise ValueError(f"n_bins must be positive, got {n_bins}")
+    check_int("n_bins", n_bins, ge=1)
     conf, pred = probs.max(dim=1)
     correct = (pred == labels).to(probs.dtype)
     bins = torch.clamp((conf * n_bins).long(), max=n_bins - 1)
@@ -144,6 +161,8 @@ def auroc(scores_neg: Tensor, scores_pos: Tensor) -> Tensor:
     scores_neg, scores_pos = scores_neg.reshape(-1), scores_pos.reshape(-1)
     if len(scores_neg) == 0 or len(scores_pos) == 0:
         raise ValueError("auroc needs at least one score in each class")
+    check_finite("scores_neg", scores_neg)
+    check_finite("scores_pos", scores_pos)
     s = torch.cat([scores_neg, scores_pos.to(scores_neg)]).double()
     order = s.argsort()
     ranks = torch.empty_like(s)

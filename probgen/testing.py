@@ -8,6 +8,8 @@
 * seeds: :func:`make_generator` and the :func:`fixed_seed` context manager;
 * data: :func:`write_uci_layout` writes a small generated regression set in the UCI layout, so
   that the UCI loader and configs can be tested without the real data.
+* bad input: :func:`assert_rejects_argument` checks that a constructor refuses a bad value
+  with a ``ValueError`` / ``TypeError`` that names the argument and shows the value.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor
 
 __all__ = [
     "assert_close_mc",
+    "assert_rejects_argument",
     "assert_mean_close",
     "assert_order",
     "assert_var_close",
@@ -245,3 +248,28 @@ def write_uci_layout(
             np.savetxt(folder / f"index_train_{k}.txt", np.sort(perm[n_test:]), fmt="%d")
             np.savetxt(folder / f"index_test_{k}.txt", np.sort(perm[:n_test]), fmt="%d")
     return root
+def assert_rejects_argument(factory, name: str, value, **other) -> BaseException:
+    """Assert that ``factory(name=value, **other)`` raises at once, naming the argument.
+
+    The error must be a ``ValueError`` or ``TypeError`` whose message starts with
+    ``"<name> must"`` (what is allowed follows) and shows the value (its ``repr`` or ``str``).
+
+    Args:
+        factory: a class or function taking keyword arguments.
+        name: the argument's name.
+        value: the bad value.
+        **other: further (valid) keyword arguments.
+
+    Returns:
+        The raised exception, for further checks.
+    """
+    try:
+        factory(**{name: value}, **other)
+    except (ValueError, TypeError) as err:
+        message = str(err)
+        if not message.startswith(f"{name} must"):
+            raise AssertionError(f"{name}={value!r}: the message does not start with {name!r} must: {message!r}") from err
+        if repr(value) not in message and str(value) not in message:
+            raise AssertionError(f"{name}={value!r}: the message does not show the value: {message!r}") from err
+        return err
+    raise AssertionError(f"{getattr(factory, '__name__', factory)}({name}={value!r}) did not raise")

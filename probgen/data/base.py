@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from probgen.validation import check_int
+
 
 
 class EpochShuffle(Sampler[int]):
@@ -83,12 +85,10 @@ class ProbgenDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-        if eval_batch_size is not None and eval_batch_size <= 0:
-            raise ValueError(f"eval_batch_size must be positive or None, got {eval_batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        check_int("batch_size", batch_size, ge=1)
+        check_int("eval_batch_size", eval_batch_size, ge=1, allow_none=True)
+        check_int("num_workers", num_workers, ge=0)
+        check_int("seed", seed)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers

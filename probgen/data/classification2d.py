@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from probgen.data.base import ProbgenDataModule
+from probgen.validation import check_int, check_real
 
 
 def make_two_moons(n: int, noise: float = 0.1, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -64,9 +65,8 @@ class _Classification2D(ProbgenDataModule):
 
     def __init__(self, num_train: int, num_test: int, batch_size: int, seed: int, num_workers: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed, eval_batch_size=4096)
-        for name, v in (("num_train", num_train), ("num_test", num_test)):
-            if not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        check_int("num_train", num_train, ge=1)
+        check_int("num_test", num_test, ge=1)
         self.num_train, self.num_test = num_train, num_test
 
     def _draw(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -109,8 +109,7 @@ class TwoMoons(_Classification2D):
     def __init__(self, num_train: int = 500, num_test: int = 1000, noise: float = 0.15, batch_size: int = 100,
                  seed: int = 0, num_workers: int = 0) -> None:
         super().__init__(num_train, num_test, batch_size, seed, num_workers)
-        if not noise >= 0:
-            raise ValueError(f"noise must be >= 0, got {noise}")
+        check_real("noise", noise, ge=0)
         self.noise = noise
 
     def _draw(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -130,8 +129,9 @@ class Spirals(_Classification2D):
     def __init__(self, num_train: int = 1000, num_test: int = 1000, num_classes: int = 2, noise: float = 0.2,
                  turns: float = 1.5, batch_size: int = 100, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__(num_train, num_test, batch_size, seed, num_workers)
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        check_int("num_classes", num_classes, ge=2)
+        check_real("noise", noise, ge=0)
+        check_real("turns", turns, gt=0)
         self.k, self.noise, self.turns = num_classes, noise, turns
 
     def _draw(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -152,10 +152,9 @@ class GapRegression1D(ProbgenDataModule):
     def __init__(self, num_train: int = 40, noise: float = 0.1, num_grid: int = 200, batch_size: int = 40,
                  seed: int = 0, num_workers: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed, eval_batch_size=4096)
-        if not isinstance(num_train, int) or num_train <= 0:
-            raise ValueError(f"num_train must be a positive integer, got {num_train!r}")
-        if not noise > 0:
-            raise ValueError(f"noise must be > 0, got {noise}")
+        check_int("num_train", num_train, ge=1)
+        check_real("noise", noise, gt=0)
+        check_int("num_grid", num_grid, ge=1)
         self.num_train, self.noise, self.num_grid = num_train, noise, num_grid
 
     def build_splits(self) -> dict[str, tuple[Tensor, ...]]:

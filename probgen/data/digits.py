@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from probgen.data.base import ProbgenDataModule, plot_samples
+from probgen.validation import check_bool
 
 IMAGE_SHAPE = (8, 8)
 NUM_LEVELS = 17
@@ -93,6 +94,8 @@ class DigitsDataModule(ProbgenDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if task not in ("generation", "classification"):
             raise ValueError(f"task must be 'generation' or 'classification', got {task!r}")
+        check_bool("dequantize", dequantize)
+        check_bool("centered", centered)
         bad = [c for c in held_out_classes if c not in range(10)]
         if bad:
             raise ValueError(f"held_out_classes must be digits 0..9, got {bad}")

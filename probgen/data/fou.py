@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from probgen.data.base import ProbgenDataModule, plot_samples
-from probgen.sde.fbm import sample_fbm
+from probgen.sde.fbm import KINDS, sample_fbm
+from probgen.validation import check_choice, check_int, check_real
 
 __all__ = ["FOUBridge", "FOUPaths", "simulate_fou"]
 
@@ -114,8 +115,17 @@ class FOUPaths(ProbgenDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
-        if not 0 < hurst < 1:
-            raise ValueError(f"hurst must lie in (0, 1), got {hurst}")
+        check_real("hurst", hurst, gt=0, lt=1)
+        check_real("theta", theta)
+        check_real("sigma", sigma, gt=0)
+        check_real("horizon", horizon, gt=0)
+        check_int("n_obs", n_obs, ge=1)
+        check_real("x0", x0)
+        check_int("fine", fine, ge=1)
+        check_choice("kind", kind, KINDS)
+        check_real("obs_noise", obs_noise, ge=0)
+        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
+            check_int(name, value, ge=1)
         self.hurst, self.theta, self.sigma, self.horizon = hurst, theta, sigma, horizon
         self.n_obs, self.x0, self.fine, self.kind = n_obs, x0, fine, kind
         self.obs_noise = obs_noise
@@ -156,8 +166,9 @@ class FOUBridge(ProbgenDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
-        if obs_time <= 0:
-            raise ValueError(f"obs_time must be positive, got {obs_time}")
+        check_real("obs_time", obs_time, gt=0)
+        check_real("obs_value", obs_value)
+        check_int("num_paths", num_paths, ge=1)
         self.obs_time, self.obs_value, self.num_paths = obs_time, obs_value, num_paths
 
     def build_splits(self) -> dict[str, tuple[Tensor, ...]]:

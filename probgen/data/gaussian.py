@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from probgen.data.base import ProbgenDataModule
+from probgen.validation import check_int, check_real, check_reals
 
 __all__ = ["GaussianDataModule"]
 
@@ -35,16 +36,14 @@ class GaussianDataModule(ProbgenDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, seed=seed)
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        if not std > 0:
-            raise ValueError(f"std must be > 0, got {std}")
+        check_int("dim", dim, ge=1)
+        check_real("std", std, gt=0)
+        check_reals("mean", mean, length=(1, dim))
         mean_t = torch.as_tensor(mean, dtype=torch.get_default_dtype()).reshape(-1)
         if mean_t.numel() not in (1, dim):
             raise ValueError(f"mean must be a float or {dim} floats, got {mean!r}")
         for arg, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{arg} must be a positive integer, got {v!r}")
+            check_int(arg, v, ge=1)
         self.dim, self.mean, self.std = dim, mean_t.expand(dim).clone(), float(std)
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
 

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from probgen.data.base import ProbgenDataModule
 from probgen.data.digits import load_digits_tensors
+from probgen.validation import check_int, check_real
 
 __all__ = ["MovingDigits", "make_moving_digits"]
 
@@ -107,8 +108,13 @@ class MovingDigits(ProbgenDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
-        if frame_dt <= 0:
-            raise ValueError(f"frame_dt must be positive, got {frame_dt}")
+        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
+            check_int(name, value, ge=1)
+        check_int("num_frames", num_frames, ge=2)
+        check_int("canvas", canvas, ge=9)
+        check_real("speed", speed, ge=0)
+        check_real("velocity_noise", velocity_noise, ge=0)
+        check_real("frame_dt", frame_dt, gt=0)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.num_frames, self.canvas, self.speed = num_frames, canvas, speed
         self.velocity_noise, self.frame_dt = velocity_noise, frame_dt

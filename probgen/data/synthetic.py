@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from probgen.data.base import ProbgenDataModule
+from probgen.validation import check_int, check_real
 
 __all__ = ["HeavyTailRegression", "heavy_tail_regression"]
 
@@ -63,8 +64,11 @@ class HeavyTailRegression(ProbgenDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        if min(num_train, num_val, num_test) < 1:
-            raise ValueError(f"split sizes must be >= 1, got {num_train}, {num_val}, {num_test}")
+        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
+            check_int(name, value, ge=1)
+        check_int("input_dim", input_dim, ge=1)
+        check_real("noise_df", noise_df, gt=0)
+        check_real("noise_scale", noise_scale, gt=0)
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.input_dim, self.noise_df, self.noise_scale = input_dim, noise_df, noise_scale
 

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from probgen.data.base import ProbgenDataModule
+from probgen.validation import check_choice, check_int
 
 __all__ = [
     "Density",
@@ -429,8 +430,8 @@ class Toy2D(ProbgenDataModule):
     ) -> None:
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, seed=seed)
         for arg, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{arg} must be a positive integer, got {v!r}")
+            check_int(arg, v, ge=1)
+        check_choice("name", name, DENSITIES)
         self.name = name
         self.density = make_density(name, **(density_kwargs or {}))
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test

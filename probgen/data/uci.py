@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from probgen.data.base import ProbgenDataModule
+from probgen.validation import check_bool, check_choice, check_int, check_real
 
 ALIASES = {"boston": "bostonHousing", "wine-red": "wine-quality-red", "wine": "wine-quality-red"}
 UCI_DATASETS = ("bostonHousing", "concrete", "energy", "yacht", "wine-quality-red")
@@ -136,12 +137,10 @@ class UCIRegression(ProbgenDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed, eval_batch_size=4096)
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        if isinstance(split, bool) or not isinstance(split, int) or split < 0:
-            raise ValueError(f"split must be an integer >= 0, got {split!r}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        check_choice("dtype", dtype, ("float32", "float64"))
+        check_int("split", split, ge=0)
+        check_real("val_fraction", val_fraction, ge=0, lt=1)
+        check_bool("full_batch", full_batch)
         self.root, self.dataset, self.split = root, dataset, split
         self.val_fraction, self.full_batch, self.dtype = val_fraction, full_batch, getattr(torch, dtype)
         self.stats: dict[str, Tensor] = {}

@@ -18,6 +18,8 @@ independent MAP run) and a store keeping the last iterate; a single SGLD chain i
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import torch
@@ -216,13 +218,26 @@ class BayesianEnsemble(nn.Module):
         """Parameter sets the predictive averages over, ``{name: (S, ...)}``.
 
         Args:
-            source: ``"store"`` (all kept samples of all chains; the current states if the
-                store is still empty) or ``"chains"`` (the current states only).
+            source: ``"store"`` (all kept samples of all chains; the current states, with a
+                warning, if the store is still empty) or ``"chains"`` (the current states only).
+
+        Warns:
+            UserWarning: ``source="store"`` but no sample has been kept yet (before the end of
+                burn-in, or an untrained model): the current chain states stand in for the
+                posterior samples.
         """
         if source not in ("store", "chains"):
             raise ValueError(f"source must be 'store' or 'chains', got {source!r}")
-        if source == "store" and len(self.store) > 0:
-            return self.store.flat_samples()
+        if source == "store":
+            if len(self.store) > 0:
+                return self.store.flat_samples()
+            warnings.warn(
+                f"no posterior sample has been kept yet (the store is empty: burn-in not over, "
+                f"or the model is untrained); predicting from the {self.num_chains} current chain "
+                f"states instead. Train past burn_in, or pass source='chains' to silence this.",
+                UserWarning,
+                stacklevel=3,
+            )
         return {k: v.detach() for k, v in self.params().items()}
 
     @torch.no_grad()

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from probgen.base import ProbgenModule
 from probgen.ensembles.chains import mlp
 from probgen.ensembles.diagnostics import chain_diagnostics
-from probgen.ensembles.ensemble import BayesianEnsemble, SamplingSchedule
+from probgen.ensembles.ensemble import SCHEDULES, BayesianEnsemble, SamplingSchedule
 from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from probgen.ensembles.predictive import (
     mixture_moments,
@@ -26,6 +26,9 @@ from probgen.ensembles.predictive import (
     predictive_entropy,
 )
 from probgen.ensembles.priors import make_prior
+from probgen.ensembles.sampler import SAMPLERS
+from probgen.ensembles.store import STORE_POLICIES
+from probgen.validation import check_choice, check_int, check_real
 
 LIKELIHOODS = ("gaussian", "categorical")
 
@@ -112,13 +115,35 @@ class SGLDEnsemble(ProbgenModule):
         predict_chunk: int = 512,
     ) -> None:
         super().__init__()
+        check_choice("likelihood", likelihood, LIKELIHOODS)
+        check_real("noise_scale", noise_scale, gt=0)
+        check_real("prior_scale", prior_scale, gt=0)
+        check_real("prior_df", prior_df, gt=0)
+        check_int("num_chains", num_chains, ge=1)
+        check_choice("sampler", sampler, SAMPLERS)
+        check_real("lr", lr, gt=0)
+        check_choice("schedule", schedule, SCHEDULES)
+        check_real("temperature", temperature, ge=0)
+        check_int("burn_in", burn_in, ge=0)
+        check_int("thin", thin, ge=1)
+        check_int("total_steps", total_steps, ge=1, allow_none=True)
+        check_int("num_cycles", num_cycles, ge=1, le=total_steps)
+        check_real("exploration_fraction", exploration_fraction, ge=0, le=1)
+        check_real("poly_b", poly_b, gt=0)
+        check_real("poly_gamma", poly_gamma, ge=0)
+        check_real("alpha", alpha, ge=0, lt=1)
+        check_real("eps", eps, gt=0)
+        check_real("friction", friction, gt=0, le=1)
+        check_int("store_size", store_size, ge=1)
+        check_choice("store_policy", store_policy, STORE_POLICIES)
+        check_int("num_data", num_data, ge=1, allow_none=True)
+        check_int("seed", seed)
+        check_int("predict_chunk", predict_chunk, ge=1)
         self.save_hyperparameters()
         if isinstance(self.hparams.get("network"), nn.Module):  # an instance is not weights_only-loadable
             del self.hparams["network"]
             self._hparams_initial.pop("network", None)
         self.automatic_optimization = False
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         if likelihood == "gaussian":
             lik = GaussianLikelihood(noise, noise_scale, precision_concentration, precision_rate)
         else:

@@ -12,8 +12,25 @@ from probgen.fractional.model import (
     gaussian_log_likelihood,
     next_observation_context,
 )
+from probgen.sde.fbm import KINDS
+from probgen.validation import check_bool, check_choice, check_int, check_real, check_reals
 
 __all__ = ["FractionalSDE", "LatentFractionalSDE"]
+
+
+def _check_common(n_ou, gamma_max, horizon, kind, white, hurst, learn_hurst, obs_std, dt, lr, hurst_lr) -> None:
+    """The arguments both modules share: the fractional noise and the optimisation."""
+    check_int("n_ou", n_ou, ge=0)
+    check_real("gamma_max", gamma_max, gt=0)
+    check_real("horizon", horizon, gt=0)
+    check_choice("kind", kind, KINDS)
+    check_bool("white", white)
+    check_real("hurst", hurst, gt=0, lt=1)
+    check_bool("learn_hurst", learn_hurst)
+    check_real("obs_std", obs_std, gt=0)
+    check_real("dt", dt, gt=0)
+    check_real("lr", lr, gt=0)
+    check_real("hurst_lr", hurst_lr, gt=0, allow_none=True)
 
 
 def _hurst_param_groups(model: NeuralFractionalSDE, lr: float, hurst_lr: float | None) -> list[dict]:
@@ -85,13 +102,24 @@ class FractionalSDE(ProbgenModule):
         sample_condition: list[float] | None = None,
     ) -> None:
         super().__init__()
+        check_int("dim", dim, ge=1)
+        _check_common(n_ou, gamma_max, horizon, kind, white, hurst, learn_hurst, obs_std, dt, lr, hurst_lr)
+        check_choice("drift", drift, ("ou", "mlp", "ou+mlp", "zero"))
+        check_real("theta", theta)
+        check_choice("diffusion", diffusion, ("constant", "mlp"))
+        check_real("sigma", sigma, gt=0)
+        check_choice("control", control, ("mlp", "affine"))
+        check_int("control_hidden", control_hidden, ge=1)
+        check_int("control_depth", control_depth, ge=0)
+        check_choice("context", context, ("none", "next_obs"))
+        check_real("x0", x0)
+        check_int("sample_points", sample_points, ge=2)
+        if sample_condition is not None:
+            check_reals("sample_condition", sample_condition, length=2)
+            if dim != 1:
+                raise ValueError(f"sample_condition needs dim = 1, got dim={dim}")
+            check_real("sample_condition[0]", sample_condition[0], gt=0)
         self.save_hyperparameters()
-        if context not in ("none", "next_obs"):
-            raise ValueError(f"context must be 'none' or 'next_obs', got {context!r}")
-        if obs_std <= 0:
-            raise ValueError(f"obs_std must be positive, got {obs_std}")
-        if sample_condition is not None and (len(sample_condition) != 2 or dim != 1):
-            raise ValueError(f"sample_condition must be [time, value] with dim = 1, got {sample_condition}")
         self.sde = NeuralFractionalSDE(
             dim=dim, n_ou=n_ou, gamma_max=gamma_max, horizon=horizon, kind=kind, white=white, hurst=hurst,
             learn_hurst=learn_hurst, drift=drift, theta=theta, learn_theta=learn_theta, diffusion=diffusion,
@@ -227,6 +255,12 @@ class LatentFractionalSDE(ProbgenModule):
         frame_size: int = 16,
     ) -> None:
         super().__init__()
+        check_int("latent_dim", latent_dim, ge=1)
+        _check_common(n_ou, gamma_max, horizon, kind, white, hurst, learn_hurst, obs_std, dt, lr, hurst_lr)
+        for name, value in (("hidden", hidden), ("context_dim", context_dim), ("content_dim", content_dim),
+                            ("control_hidden", control_hidden), ("num_cond_frames", num_cond_frames),
+                            ("frame_size", frame_size)):
+            check_int(name, value, ge=1)
         self.save_hyperparameters()
         pixels = frame_size * frame_size
         self.encoder = VideoEncoder(pixels, latent_dim, hidden, context_dim, content_dim)

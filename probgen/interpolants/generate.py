@@ -147,9 +147,9 @@ def generate(
         func = _Flat(velocity, shape, lambda t: t)
         ts = [t0, t1] if direction == "forward" else [t1, t0]
         if solver == "dopri5":
-            ys, nfe = odeint(func, y0, ts, method="dopri5", rtol=rtol, atol=atol, return_nfe=True)
+            ys, nfe = odeint(func, y0, ts, method="dopri5", rtol=rtol, atol=atol, return_nfe=True, y0_name="x0")
         else:
-            ys, nfe = odeint(func, y0, ts, method=solver, dt=dt, return_nfe=True)
+            ys, nfe = odeint(func, y0, ts, method=solver, dt=dt, return_nfe=True, y0_name="x0")
         out = ys[-1].reshape(x0.shape)
         return (out, int(nfe)) if return_nfe else out
 
@@ -173,6 +173,6 @@ def generate(
         "ito" if solver == "euler" else "stratonovich",
         counter,
     )
-    ys = sdeint(sde, y0, [0.0, t1 - t0], method=solver, dt=dt, generator=generator)
+    ys = sdeint(sde, y0, [0.0, t1 - t0], method=solver, dt=dt, generator=generator, y0_name="x0")
     out = ys[-1].reshape(x0.shape)
     return (out, counter[0]) if return_nfe else out

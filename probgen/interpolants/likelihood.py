@@ -159,9 +159,9 @@ def log_likelihood(
 
         ts = [t1, t0]
         if solver == "dopri5":
-            ys, nfe = odeint(func, y0, ts, method="dopri5", rtol=rtol, atol=atol, return_nfe=True)
+            ys, nfe = odeint(func, y0, ts, method="dopri5", rtol=rtol, atol=atol, return_nfe=True, y0_name="x1")
         else:
-            ys, nfe = odeint(func, y0, ts, method=solver, dt=dt, return_nfe=True)
+            ys, nfe = odeint(func, y0, ts, method=solver, dt=dt, return_nfe=True, y0_name="x1")
         x0, A = ys[-1][:, :d], ys[-1][:, d]
         # A(t0) = int_{t1}^{t0} div b dt = -int_{t0}^{t1} div b dt
         out = base_log_prob(x0.reshape(batch, *shape)) + A
@@ -195,7 +195,7 @@ def log_likelihood(
             g = torch.cat([root * torch.eye(d, dtype=y.dtype, device=y.device).expand(y.shape[0], d, d), root * s.detach()[:, None, :]], 1)
             return drift, g
 
-    ys = sdeint(_LikelihoodSDE(), y0, [0.0, t1 - t0], method="euler", dt=dt, generator=generator)
+    ys = sdeint(_LikelihoodSDE(), y0, [0.0, t1 - t0], method="euler", dt=dt, generator=generator, y0_name="x1")
     x0, A = ys[-1][:, :d], ys[-1][:, d]
     out = base_log_prob(x0.reshape(batch, *shape)) - A
     return (out, counter[0]) if return_nfe else out

@@ -32,6 +32,7 @@ from probgen.nngp.kernels import NNGPKernel
 from probgen.nngp.laplace import LaplaceGPClassifier
 from probgen.nngp.priors import BurrXII
 from probgen.nngp.processes import GaussianProcess, ScaleMixtureGP, StudentTProcess
+from probgen.validation import check_bool, check_choice, check_int, check_real, check_reals
 
 __all__ = ["PRIORS", "ScaleMixtureNNGP", "make_prior"]
 
@@ -121,12 +122,24 @@ class ScaleMixtureNNGP(ProbgenModule):
         likelihood: str = "gaussian",
     ) -> None:
         super().__init__()
-        if task not in ("regression", "classification"):
-            raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        check_int("depth", depth, ge=0)
+        check_reals("weight_var", weight_var, gt=0, length=(1, depth + 1))
+        check_reals("bias_var", bias_var, ge=0, length=(1, depth + 1))
+        check_choice("prior", prior, PRIORS)
+        check_real("alpha", alpha, gt=0)
+        check_real("beta", beta, gt=0)
+        check_real("scale", scale, gt=0, allow_none=True)
+        check_real("noise", noise, ge=0)
+        check_choice("method", method, ("quadrature", "importance"))
+        for name, value in (("learn_kernel", learn_kernel), ("learn_noise", learn_noise), ("per_layer", per_layer)):
+            check_bool(name, value)
+        check_bool("learn_prior", learn_prior, allow_none=True)
+        check_real("lr", lr, gt=0)
+        check_choice("task", task, ("regression", "classification"))
+        check_int("num_classes", num_classes, ge=2)
+        check_int("max_train_points", max_train_points, ge=2)
+        check_int("num_prob_samples", num_prob_samples, ge=1)
+        check_choice("likelihood", likelihood, LIKELIHOODS)
         if likelihood == "softmax" and task != "classification":
             raise ValueError("likelihood='softmax' needs task='classification'")
         if likelihood == "softmax" and learn_prior:
@@ -137,8 +150,6 @@ class ScaleMixtureNNGP(ProbgenModule):
                              "likelihood learns the scale with learn_prior")
         if learn_prior is None:
             learn_prior = likelihood == "gaussian"
-        if lr <= 0 or max_train_points < 2:
-            raise ValueError(f"lr must be > 0 and max_train_points >= 2, got {lr}, {max_train_points}")
         self.save_hyperparameters()
         self.hparams.learn_prior = learn_prior
         kernel = NNGPKernel(depth, activation, weight_var=weight_var, bias_var=bias_var, per_layer=per_layer)

@@ -24,6 +24,7 @@ $2\\alpha + N$ degrees of freedom. Any other prior is integrated numerically in 
 from __future__ import annotations
 
 import functools
+import numbers
 import math
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ from torch.distributions import (
 )
 
 from probgen.exceptions import NotPositiveDefiniteError, ProbgenNumericalError
+from probgen.validation import check_finite
 
 __all__ = [
     "BasePrediction",
@@ -179,12 +181,26 @@ class ScalePosterior:
         return torch.exp(torch.logsumexp(self.log_weights + self.log_scale, 0))
 
 
-def _positive_param(module: torch.nn.Module, name: str, value, floor_raw: float = -50.0) -> None:
+def _check_scalar(name: str, value, *, strict: bool, dtype=torch.float64, device=None) -> Tensor:
+    """``value`` as a 0-dim tensor, checked finite and > 0 (``strict``) or >= 0: one message
+    for every positive hyperparameter, whether set at construction or later."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, Tensor)):
+        raise TypeError(f"{name} must be a real scalar, got {value!r} of type {type(value).__name__}")
+    t = torch.as_tensor(value, dtype=dtype, device=device)
+    shown = f"{t.item():g}" if t.dim() == 0 else f"a tensor of shape {tuple(t.shape)}"
+    allowed = "> 0" if strict else ">= 0"
+    if t.dim() != 0 or not bool(torch.isfinite(t)) or not bool(t > 0 if strict else t >= 0):
+        err = ValueError(f"{name} must be a finite scalar {allowed}, got {shown}")
+        err.argument = name
+        raise err
+    return t
+
+
+def _positive_param(module: torch.nn.Module, name: str, value, floor_raw: float = -50.0,
+                    strict: bool = False) -> None:
     constraint = Positive()
     # scalars of the GP algebra are kept in float64 (cast to the data's dtype where used)
-    t = torch.as_tensor(value, dtype=torch.float64)
-    if t.dim() != 0 or not torch.isfinite(t) or t < 0:
-        raise ValueError(f"{name} must be a finite scalar >= 0, got {value!r}")
+    t = _check_scalar(name, value, strict=strict)
     raw = constraint.inverse_transform(t).clamp_min(floor_raw)
     module.register_parameter(f"raw_{name}", torch.nn.Parameter(raw))
     setattr(module, f"_{name}_constraint", constraint)
@@ -214,14 +230,12 @@ class _ConjugateProcess(torch.nn.Module):
 
     @noise.setter
     def noise(self, value) -> None:
-        value = torch.as_tensor(value, dtype=self.raw_noise.dtype, device=self.raw_noise.device)
+        value = _check_scalar("noise", value, strict=False, dtype=self.raw_noise.dtype, device=self.raw_noise.device)
         self.raw_noise.data = self._noise_constraint.inverse_transform(value).clamp_min(-50.0)
 
     def _set_positive(self, name: str, value) -> None:
         raw = getattr(self, f"raw_{name}")
-        value = torch.as_tensor(value, dtype=raw.dtype, device=raw.device)
-        if value.dim() != 0 or not value > 0:
-            raise ValueError(f"{name} must be a positive scalar, got {value!r}")
+        value = _check_scalar(name, value, strict=True, dtype=raw.dtype, device=raw.device)
         raw.data = getattr(self, f"_{name}_constraint").inverse_transform(value)
 
     # -- fit ------------------------------------------------------------------------------
@@ -247,8 +261,8 @@ class _ConjugateProcess(torch.nn.Module):
             raise ValueError(f"x must have shape (n, d), got {tuple(x.shape)}")
         if y.dim() not in (1, 2) or y.shape[0] != x.shape[0]:
             raise ValueError(f"y must have shape (n,) or (n, C) with n = {x.shape[0]}, got {tuple(y.shape)}")
-        if not torch.isfinite(x).all() or not torch.isfinite(y).all():
-            raise ValueError("x and y must not contain NaN or inf")
+        check_finite("x", x)
+        check_finite("y", y)
         self._squeeze = y.dim() == 1
         y2 = y.unsqueeze(-1) if self._squeeze else y
         y2 = y2.to(x.dtype)
@@ -306,6 +320,7 @@ class _ConjugateProcess(torch.nn.Module):
         stats = self._check_fitted()
         if x.dim() != 2 or x.shape[-1] != self.x_train.shape[-1]:
             raise ValueError(f"x must have shape (m, {self.x_train.shape[-1]}), got {tuple(x.shape)}")
+        check_finite("x", x)
         x = x.to(self.x_train.dtype)
         k_cross = self.kernel(self.x_train, x).to_dense()  # (n, m)
         mean = k_cross.transpose(-1, -2) @ stats.weights
@@ -351,7 +366,7 @@ class GaussianProcess(_ConjugateProcess):
 
     def __init__(self, kernel, scale: float = 1.0, noise: float = 0.0, jitter: float = 1e-10) -> None:
         super().__init__(kernel, noise, jitter)
-        _positive_param(self, "scale", scale)
+        _positive_param(self, "scale", scale, strict=True)
         self._set_positive("scale", scale)
 
     @property
@@ -397,7 +412,7 @@ class StudentTProcess(_ConjugateProcess):
                  jitter: float = 1e-10) -> None:
         super().__init__(kernel, noise, jitter)
         for name, value in (("alpha", alpha), ("beta", beta)):
-            _positive_param(self, name, value)
+            _positive_param(self, name, value, strict=True)
             self._set_positive(name, value)
 
     @property

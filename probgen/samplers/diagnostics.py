@@ -22,6 +22,8 @@ import math
 import torch
 from torch import Tensor
 
+from probgen.validation import check_finite
+
 __all__ = ["autocorrelation", "ess", "rank_normalize", "rhat", "split_chains"]
 
 
@@ -34,6 +36,8 @@ def _as_chains(chains, min_draws: int = 4) -> tuple[Tensor, torch.dtype]:
         )
     if chains.shape[1] < min_draws:
         raise ValueError(f"chains need at least {min_draws} draws, got {chains.shape[1]}")
+    # a NaN/inf draw has no rank and no variance: the diagnostics would look converged
+    check_finite("chains", chains)
     out_dtype = chains.dtype if chains.is_floating_point() else torch.float64
     return chains.to(torch.float64), out_dtype
 
@@ -110,6 +114,11 @@ def _ess_core(chains: Tensor) -> Tensor:
     """Multi-chain ESS of (already split / normalised) chains with Geyer's initial monotone
     sequence (Vehtari et al., 2021, eqs. 10-13; Stan's estimator)."""
     m, n = chains.shape[:2]
+    total = float(m * n)
+    # a quantity constant over all draws (e.g. a quantile indicator that never changes) has
+    # ESS = m * n, as in ArviZ (its autocorrelations are 0 / 0)
+    flat = chains.reshape(m * n, *chains.shape[2:])
+    constant = (flat.amax(dim=0) - flat.amin(dim=0)) < torch.finfo(torch.float64).resolution
     acov = autocorrelation(chains)  # (m, n, ...)
     chain_mean = chains.mean(dim=1)
     mean_var = acov[:, 0].mean(dim=0) * n / (n - 1)  # W
@@ -120,9 +129,9 @@ def _ess_core(chains: Tensor) -> Tensor:
     rho = 1.0 - (mean_var - acov.mean(dim=0)) / var_plus  # (n, ...)
     rho[0] = 1.0
     n_pairs = (n - 1) // 2  # pairs (rho_{2k}, rho_{2k+1}) with 2k+1 <= n-1
-    total = float(m * n)
     if n_pairs == 0:
-        return torch.full_like(chain_mean[0], total * math.log10(total))
+        out = torch.full_like(chain_mean[0], total * math.log10(total))
+        return torch.where(constant, torch.full_like(out, total), out)
     even = rho[0 : 2 * n_pairs : 2]
     pairs = even + rho[1 : 2 * n_pairs : 2]  # (n_pairs, ...)
     # initial positive sequence: pairs up to (excluding) the first negative one
@@ -139,7 +148,7 @@ def _ess_core(chains: Tensor) -> Tensor:
     rho_last = torch.where(n_kept < n_pairs, rho_last.clamp(min=0.0), rho_last)
     tau = -1.0 + 2.0 * (mono * summed).sum(dim=0) + rho_last
     tau = torch.clamp(tau, min=1.0 / math.log10(total))
-    return total / tau
+    return torch.where(constant, torch.full_like(tau, total), total / tau)
 
 
 def rhat(chains, method: str = "rank") -> Tensor:
@@ -152,7 +161,7 @@ def rhat(chains, method: str = "rank") -> Tensor:
     classic split-$\\hat R$ (Gelman et al., BDA3, eq. 11.4 on split chains).
 
     Values below 1.01 are the recommended threshold for convergence. A quantity that is
-    constant across all draws gives NaN.
+    constant across all draws gives NaN (0 / 0, as in ArviZ).
 
     Args:
         chains: ``(n_chains, n_draws, ...)`` with ``n_draws >= 4``.
@@ -160,6 +169,9 @@ def rhat(chains, method: str = "rank") -> Tensor:
 
     Returns:
         $\\hat R$, shape ``(...)``.
+
+    Raises:
+        ValueError: ``chains`` has the wrong shape or holds NaN or inf.
     """
     x, out_dtype = _as_chains(chains)
     if method == "split":
@@ -192,7 +204,9 @@ def ess(chains, method: str = "bulk") -> Tensor:
     and made monotone (Geyer's initial monotone sequence), and
     $\\mathrm{ESS} = MN / \\hat\\tau$ with $\\hat\\tau = -1 + 2\\sum_{k<J} P_k
     + \\max(\\hat\\rho_{2J}, 0)$ (Stan's and ArviZ's estimator), bounded below by
-    $1/\\log_{10}(MN)$ as in Stan (antithetic chains may give ESS > MN).
+    $1/\\log_{10}(MN)$ as in Stan (antithetic chains may give ESS > MN). A quantity that
+    is constant over all draws (e.g. a tail indicator that never changes) has ESS $= MN$,
+    as in ArviZ.
 
     Args:
         chains: ``(n_chains, n_draws, ...)`` with ``n_draws >= 4``.
@@ -200,6 +214,9 @@ def ess(chains, method: str = "bulk") -> Tensor:
 
     Returns:
         ESS, shape ``(...)``.
+
+    Raises:
+        ValueError: ``chains`` has the wrong shape or holds NaN or inf.
     """
     x, out_dtype = _as_chains(chains)
     if method == "bulk":

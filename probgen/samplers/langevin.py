@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from probgen.exceptions import SamplerDivergedError
+from probgen.validation import check_finite
 
 __all__ = ["LangevinResult", "langevin"]
 
@@ -150,6 +151,7 @@ def langevin(
         raise TypeError("x0 must be a floating-point tensor of shape (batch, *event_shape)")
     if x0.shape[0] == 0:
         raise ValueError("x0 must hold at least one chain, got batch size 0")
+    check_finite("x0", x0)  # bad input, not a diverged chain
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     if method not in ("ula", "mala"):

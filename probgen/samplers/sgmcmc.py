@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from probgen.exceptions import SamplerDivergedError
+
 __all__ = [
     "PSGLD",
     "SGHMC",
@@ -61,13 +63,27 @@ def _check_positive(name: str, value: Scalar, allow_zero: bool = False) -> None:
         raise ValueError(f"{name} must be finite and {allowed}, got {value}")
 
 
+def _check_real_type(name: str, value: Scalar) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number or a tensor, got {type(value).__name__}")
+
+
 def _check_open_unit(name: str, value: Scalar, closed_left: bool = False) -> None:
     if isinstance(value, Tensor):
         return
+    _check_real_type(name, value)
     lo_ok = value >= 0 if closed_left else value > 0
     if not (lo_ok and value < 1):
         interval = "[0, 1)" if closed_left else "(0, 1)"
         raise ValueError(f"{name} must lie in {interval}, got {value}")
+
+
+def _check_friction(friction: Scalar) -> None:
+    if isinstance(friction, Tensor):
+        return
+    _check_real_type("friction", friction)
+    if not (0 < friction <= 1):
+        raise ValueError(f"friction must lie in (0, 1], got {friction}")
 
 
 def _check_keys(what: str, d: Mapping[str, Tensor], params: Mapping[str, Tensor]) -> None:
@@ -297,8 +313,7 @@ def sghmc_step(
     _check_positive("lr", lr)
     _check_positive("num_data", num_data)
     _check_positive("temperature", temperature, allow_zero=True)
-    if not isinstance(friction, Tensor) and not (0 < friction <= 1):
-        raise ValueError(f"friction must lie in (0, 1], got {friction}")
+    _check_friction(friction)
     _check_keys("grads", grads, params)
     _check_keys("state", state, params)
     drift = lr * num_data
@@ -350,6 +365,27 @@ class _SGMCMCOptimizer(Optimizer):
         _check_positive("num_data", group["num_data"])
         _check_positive("temperature", group["temperature"], allow_zero=True)
 
+    def _check_finite_grads(self, group: dict, live: list[Tensor]) -> None:
+        """Raise before the update if any gradient holds NaN/inf (one host sync per group),
+        so that a diverged loss stops the chain with its parameters intact."""
+        if not live:
+            return
+        for p in live:
+            if p.grad.is_sparse:
+                raise TypeError(f"{type(self).__name__} does not support sparse gradients")
+        finite = torch.stack([torch.isfinite(p.grad).all() for p in live])
+        if bool(finite.all()):
+            return
+        g = next(i for i, gr in enumerate(self.param_groups) if gr is group)
+        bad = int((~finite).nonzero()[0])
+        index = next(i for i, p in enumerate(group["params"]) if p is live[bad])
+        raise SamplerDivergedError(
+            f"{type(self).__name__}.step: the gradient of parameter {index} of param group {g} "
+            f"(shape {tuple(live[bad].shape)}) contains NaN or inf; the parameters were left "
+            f"unchanged. Check the loss for NaN/inf (e.g. log of 0), or try a smaller lr "
+            f"(now {group['lr']:g}) or gradient clipping."
+        )
+
     def _draw_noise(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {
             k: torch.randn(p.shape, generator=self.generator, dtype=p.dtype, device=p.device)
@@ -369,19 +405,21 @@ class _SGMCMCOptimizer(Optimizer):
 
         Returns:
             The closure's loss, or None.
+
+        Raises:
+            SamplerDivergedError: a gradient holds NaN or inf (the parameters are unchanged).
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for group in self.param_groups:  # all checks before any update
             self._validate_group(group)
+            self._check_finite_grads(group, [p for p in group["params"] if p.grad is not None])
+        for group in self.param_groups:
             live = [p for p in group["params"] if p.grad is not None]
             if not live:
                 continue
-            for p in live:
-                if p.grad.is_sparse:
-                    raise TypeError(f"{type(self).__name__} does not support sparse gradients")
             params = {str(i): p for i, p in enumerate(live)}
             grads = {str(i): p.grad for i, p in enumerate(live)}
             state = {}
@@ -551,8 +589,7 @@ class SGHMC(_SGMCMCOptimizer):
         _check_positive("lr", lr)
         _check_positive("num_data", num_data)
         _check_positive("temperature", temperature, allow_zero=True)
-        if not (0 < friction <= 1):
-            raise ValueError(f"friction must lie in (0, 1], got {friction}")
+        _check_friction(friction)
         defaults = {
             "lr": lr,
             "num_data": num_data,

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from probgen.exceptions import SolverDivergedError
+from probgen import validation
 from probgen.sde.noise import grid_increments
 
 __all__ = [
@@ -493,8 +494,7 @@ def _check_state(y0: Any, name: str = "y0", *, matrix: bool) -> None:
         raise TypeError(f"{name} must have a floating dtype, got {y0.dtype}")
     if matrix and y0.dim() != 2:
         raise ValueError(f"{name} must have shape (batch, d), got {tuple(y0.shape)}")
-    if not bool(torch.isfinite(y0).all()):
-        raise ValueError(f"{name} contains NaN or inf")
+    validation.check_finite(name, y0)
 
 
 def _raise_if_diverged(ys: Tensor, ts: list[float], where: str, dt: float | None) -> None:
@@ -803,6 +803,7 @@ def sdeint(
     adjoint_params: Sequence[Tensor] | None = None,
     adjoint_options: dict[str, Any] | None = None,
     check_finite: bool = True,
+    y0_name: str = "y0",
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Solve $dy = f(t, y)\,dt + g(t, y)\,dW$ from ``y0`` at ``ts[0]``; the state at every ``ts``.
 
@@ -846,6 +847,8 @@ def sdeint(
         adjoint_options: torchsde options of the adjoint method.
         check_finite: raise :class:`~probgen.exceptions.SolverDivergedError` if an output is
             NaN/inf (checked once, after the loop).
+        y0_name: what error messages call ``y0``: a caller passes the name its own user
+            knows (e.g. ``generate`` passes ``"x0"``).
 
     Returns:
         ``ys: (T, batch, d)``; with ``logqp`` the pair ``(ys, log_ratio)``, ``log_ratio:
@@ -859,7 +862,7 @@ def sdeint(
     if names:
         sde = _RenamedSDE(sde, dict(names))
     _check_sde(sde)
-    _check_state(y0, matrix=True)
+    _check_state(y0, y0_name, matrix=True)
     ts_list = _check_times(ts, increasing_only=True)
     dt = _check_dt(dt, allow_none=False)
     solver_cls = _select_sde_solver(method, sde)
@@ -972,6 +975,7 @@ def odeint(
     adjoint_params: Sequence[Tensor] | None = None,
     return_nfe: bool = False,
     check_finite: bool = True,
+    y0_name: str = "y0",
 ) -> Tensor | tuple[Tensor, int]:
     r"""Solve $dy/dt = \mathrm{func}(t, y)$ from ``y0`` at ``ts[0]``; the state at every ``ts``.
 
@@ -997,6 +1001,7 @@ def odeint(
             counted during the solve; evaluations made later by an adjoint backward pass are
             not included).
         check_finite: raise :class:`~probgen.exceptions.SolverDivergedError` on NaN/inf outputs.
+        y0_name: what error messages call ``y0`` (a caller passes its own argument's name).
 
     Returns:
         ``ys: (T, *S)``, or ``(ys, nfe)`` with ``return_nfe=True``.
@@ -1005,7 +1010,7 @@ def odeint(
         TypeError / ValueError: bad ``y0``, ``ts``, ``dt``, method or output shape.
         SolverDivergedError: the state became non-finite, or the adaptive step size underflowed.
     """
-    _check_state(y0, matrix=False)
+    _check_state(y0, y0_name, matrix=False)
     ts_list = _check_times(ts, increasing_only=False)
     if isinstance(method, type) and issubclass(method, ODESolver):
         solver_cls = method

@@ -221,7 +221,12 @@ def test_divergence_raises_with_advice():
         langevin(energy, torch.ones(4, 2), 2000, 1.0, generator=gen(0))  # |1 - h a| = 9
     with pytest.raises(SamplerDivergedError, match="between steps 0 and 100.*4 of 4 chains"):
         langevin(energy, torch.ones(4, 2), 2000, 1.0, generator=gen(0))
+    # a finite start where the energy is not finite: the chain cannot start
+    undefined = lambda x: torch.log(-x.sum(-1))
     with pytest.raises(SamplerDivergedError, match="in x0"):
+        langevin(undefined, torch.ones(2, 2), 5, 0.1)
+    # a NaN start is bad input, not a diverged chain
+    with pytest.raises(ValueError, match="x0 contains NaN"):
         langevin(energy, torch.full((2, 2), float("nan")), 5, 0.1)
 
 
