@@ -36,7 +36,7 @@ TUTORIAL_PAGES = {
     "energy_models": ("energy.md", "energy-based-models"),
 }
 
-_NBCONVERT_MATHJAX = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.S)
+_NBCONVERT_MATHJAX = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.DOTALL)
 
 
 def mathjax_root() -> Path:
