@@ -9,7 +9,7 @@ for small $d$) or by Hutchinson's estimator $\\nabla\\cdot b \\approx \\epsilon^
 \\epsilon$ with the probes $\\epsilon$ drawn **once** per solve (so adaptive solvers see one
 smooth ODE) and ``num_probes`` of them averaged.
 
-SDE (after the paper's likelihood section): for the backward SDE $dY = [b - \\epsilon s]dt + \\sqrt{2\\epsilon}d\\bar W$
+SDE (after the likelihood section of Albergo, Boffi & Vanden-Eijnden 2023): for the backward SDE $dY = [b - \\epsilon s]dt + \\sqrt{2\\epsilon}d\\bar W$
 from $Y_1 = x$, Ito's formula applied to $\\log\\rho_t(Y_t)$ with the Fokker-Planck equation of
 $b_F = b + \\epsilon s$ gives, path by path,
 
