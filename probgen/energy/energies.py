@@ -47,7 +47,10 @@ class Energy(nn.Module):
 
     def __init__(self, event_shape: Sequence[int]) -> None:
         super().__init__()
-        self.event_shape = tuple(int(s) for s in event_shape)
+        shape = tuple(event_shape)
+        if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+            raise ValueError(f"event_shape (dim) must be a non-empty tuple of positive ints, got {shape!r}")
+        self.event_shape = shape
 
     @property
     def dim(self) -> int:
