@@ -26,7 +26,7 @@ from probgen.energy.objectives import (
     minibatch_loss,
     nce_loss,
 )
-from probgen.energy.partition import log_partition_grid, log_partition_importance
+from probgen.energy.partition import log_partition_ais, log_partition_grid, log_partition_importance
 from probgen.samplers import langevin
 
 OBJECTIVES = ("compositional", "storm", "minibatch", "nce", "cd", "pcd", "dsm")
@@ -89,7 +89,11 @@ class EnergyBasedModel(ProbgenModule):
         sample_init_temperature: initial temperature of the annealed sampler (1: no annealing);
             the temperature falls geometrically to 1 over the first half of the steps.
         grid_bound, grid_points: box $[-b, b]^d$ and resolution of the grid $\\log Z$ (d <= 2).
-        log_z_samples: importance samples for $\\log Z$ when d > 2.
+        log_z_samples: importance samples (or AIS chains) for $\\log Z$ when d > 2.
+        log_z_method: ``"importance"`` (from $q$) or ``"ais"`` (AIS from $q$ with MALA,
+            :func:`~probgen.energy.log_partition_ais`, and reverse AIS from the first evaluation
+            batch: ``{stage}/log_z_upper`` and ``{stage}/nll_upper`` are logged beside).
+        ais_levels, ais_step_size: AIS schedule length and initial MALA step.
     """
 
     def __init__(
@@ -124,6 +128,9 @@ class EnergyBasedModel(ProbgenModule):
         grid_bound: float = 5.0,
         grid_points: int = 400,
         log_z_samples: int = 50_000,
+        log_z_method: str = "importance",
+        ais_levels: int = 100,
+        ais_step_size: float = 0.05,
     ) -> None:
         super().__init__()
         _check_int("dim", dim, 1)
@@ -162,6 +169,10 @@ class EnergyBasedModel(ProbgenModule):
         _check_float("sample_step_size", sample_step_size, low=0.0, low_open=True)
         _check_float("sample_init_temperature", sample_init_temperature, low=1.0)
         _check_float("grid_bound", grid_bound, low=0.0, low_open=True)
+        if log_z_method not in ("importance", "ais"):
+            raise ValueError(f"log_z_method must be 'importance' or 'ais', got {log_z_method!r}")
+        _check_int("ais_levels", ais_levels, 1)
+        _check_float("ais_step_size", ais_step_size, low=0.0, low_open=True)
         self.save_hyperparameters()
         spec = energy if energy is not None else {"kind": "mlp", "dim": dim, "hidden": 128, "depth": 3, "envelope": 0.01}
         net = build_energy(spec)
@@ -174,6 +185,7 @@ class EnergyBasedModel(ProbgenModule):
         self.estimator = MovingAverageLogZ(gamma=gamma, storm=objective == "storm", gamma_decay=gamma_decay, gamma_offset=gamma_offset)
         self.replay = ReplayBuffer(buffer_size, reinit_prob)
         self._eval_log_z: tuple[Tensor, Tensor] | None = None
+        self._eval_log_z_upper: Tensor | None = None
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -264,20 +276,39 @@ class EnergyBasedModel(ProbgenModule):
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def log_partition(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """``(log Z, ess)``: grid (ess = nan) for d <= 2, else importance sampling from $q$."""
+        """``(log Z, ess)``: grid (ess = nan) for d <= 2, else importance sampling or AIS from $q$."""
         h = self.hparams
         if len(self.energy.event_shape) == 1 and self.energy.dim <= 2:
             log_z = log_partition_grid(self.energy, -h.grid_bound, h.grid_bound, h.grid_points)
             return log_z, torch.full_like(log_z, float("nan"))
+        if h.log_z_method == "ais":
+            with torch.inference_mode(False), torch.enable_grad():  # MALA needs gradients, also in Lightning's eval loop
+                est = log_partition_ais(self.energy, self.noise, h.log_z_samples, h.ais_levels, step_size=h.ais_step_size, generator=generator)
+            return est.lower, est.ess
         est = log_partition_importance(self.energy, self.noise, h.log_z_samples, generator=generator)
         return est.log_z, est.ess
+
+    def log_partition_upper(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Reverse-AIS estimate of $\\log Z$ started from ``x`` (data: the BDMC-on-data upper estimate)."""
+        from probgen.samplers import reverse_ais, sigmoid_betas
+
+        h = self.hparams
+        res = reverse_ais(self.energy, self.noise, x, sigmoid_betas(h.ais_levels), step_size=h.ais_step_size, generator=generator)
+        return res.log_z
 
     def _eval_step(self, batch, stage: str) -> None:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         if self._eval_log_z is None:
             self._eval_log_z = self.log_partition()
+            self._eval_log_z_upper = None
+            if self.hparams.log_z_method == "ais" and not (len(self.energy.event_shape) == 1 and self.energy.dim <= 2):
+                with torch.inference_mode(False), torch.enable_grad():
+                    self._eval_log_z_upper = self.log_partition_upper(x.clone())
         log_z, ess = self._eval_log_z
         e = self.energy(x)
+        if self._eval_log_z_upper is not None:
+            self.log(f"{stage}/log_z_upper", self._eval_log_z_upper, batch_size=len(x))
+            self.log(f"{stage}/nll_upper", e.mean() + self._eval_log_z_upper, batch_size=len(x))
         self.log(f"{stage}/nll", e.mean() + log_z, prog_bar=stage == "val", batch_size=len(x))
         self.log(f"{stage}/energy", e.mean(), batch_size=len(x))
         self.log(f"{stage}/log_z", log_z, batch_size=len(x))

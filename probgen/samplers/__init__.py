@@ -6,7 +6,10 @@
   many chains under ``torch.func.vmap``.
 * :func:`cyclical_schedule`, :func:`polynomial_schedule` and their LR schedulers.
 * :func:`rhat`, :func:`ess`: convergence diagnostics.
+* :func:`ais`, :func:`reverse_ais`: annealed importance sampling, a bracket on $\\log Z$.
 """
+
+from probgen.samplers.ais import AISResult, ais, geometric_betas, reverse_ais, sigmoid_betas
 
 from probgen.samplers.diagnostics import autocorrelation, ess, rank_normalize, rhat, split_chains
 from probgen.samplers.langevin import LangevinResult, langevin
@@ -29,24 +32,29 @@ from probgen.samplers.sgmcmc import (
 )
 
 __all__ = [
+    "AISResult",
     "PSGLD",
     "SGHMC",
     "SGLD",
     "CyclicalLR",
     "LangevinResult",
     "PolynomialDecayLR",
+    "ais",
     "autocorrelation",
     "cyclical_phase",
     "cyclical_schedule",
     "ess",
+    "geometric_betas",
     "langevin",
     "polynomial_schedule",
     "psgld_init",
     "psgld_step",
     "rank_normalize",
+    "reverse_ais",
     "rhat",
     "sghmc_init",
     "sghmc_step",
     "sgld_step",
+    "sigmoid_betas",
     "split_chains",
 ]
