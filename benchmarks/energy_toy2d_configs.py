@@ -29,9 +29,12 @@ DENSITIES = ("checkerboard", "eight_gaussians", "two_moons", "rings")
 CONFIGS = Path(__file__).resolve().parents[1] / "models" / "energy"
 
 
+OVERRIDE: dict = {}
+
+
 def build(density: str, objective: str | None) -> tuple[EnergyBasedModel, int]:
     cfg = yaml.safe_load((CONFIGS / f"{density}.yaml").read_text())
-    init = dict(cfg["model"]["init_args"])
+    init = {**cfg["model"]["init_args"], **OVERRIDE}
     if objective is not None:
         init["objective"] = objective
     return EnergyBasedModel(**init), int(cfg["data"]["init_args"]["batch_size"])
@@ -72,9 +75,11 @@ def main() -> None:
                         help="objectives to compare ('config': the YAML's own)")
     parser.add_argument("--iters", type=int, default=1500)
     parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--override", type=yaml.safe_load, default={}, help="YAML/JSON dict merged into init_args")
     args = parser.parse_args()
+    OVERRIDE.update(args.override)
     torch.set_num_threads(1)
-    print(f"# shipped configs, {args.iters} iterations, test NLL (nats) with the grid log Z, 5,000 test points")
+    print(f"# shipped configs{' with ' + str(args.override) if args.override else ''}, {args.iters} iterations, test NLL (nats) with the grid log Z, 5,000 test points")
     print("| density | objective | H(p) | q alone | test NLL | NLL - H | first eval within 0.05 of final | train CPU s | curve |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.densities:
