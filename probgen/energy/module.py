@@ -78,7 +78,9 @@ class EnergyBasedModel(ProbgenModule):
         gamma_decay, gamma_offset: the decay $\\gamma_t = \\gamma (1 + t / t_0)^{-a}$ of
             :class:`~probgen.energy.MovingAverageLogZ` ($a$ = ``gamma_decay``, 0: constant).
         independent_u: update $u_t$ from a second, independent noise batch (removes the
-            correlation part of the stationary bias; one more noise batch per step).
+            correlation part of the stationary bias; one more noise batch per step). It also
+            removes the shared batch's bound $\\nabla\\hat g_t / u_t \\le \\nabla\\hat g_t / (\\gamma \\hat g_t)$:
+            with heavy-tailed weights (an untilted, mismatched $q$) prefer Adam or ``gamma_decay``.
         learn_log_normalizer: NCE learns $c$ (else $c = 0$: the energy must be normalised).
         langevin_steps, langevin_step_size, langevin_method, langevin_clip_grad: CD sampler.
         cd_alpha: energy-magnitude regulariser of CD.
