@@ -11,6 +11,10 @@ with $|\\mu_t - \\mu^*| < 10^{-2}$, how many seeds got there within ``MAX_ITERS`
 the last 500 iterations, and the NCE / compositional iteration ratio.
 
     python benchmarks/energy_gaussian_mean.py [--mismatch 0.5 1 2 3] [--objectives ...] [--optimisers sgd adam]
+        [--gamma-decay 1.0] [--independent-u]
+
+``--gamma-decay a`` runs the compositional objectives with $\\gamma_t = 0.1 (1 + t/10)^{-a}$;
+``--independent-u`` updates $u_t$ from a second, independent noise batch.
 """
 
 from __future__ import annotations
@@ -41,12 +45,16 @@ OPTIMISERS = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1), "adam": lambda p: tor
 OBJECTIVES = ("compositional", "storm", "minibatch", "nce")
 
 
+GAMMA_DECAY = 0.0
+INDEPENDENT_U = False
+
+
 def run(objective: str, mu_star: float, optimiser: str, seed: int) -> tuple[int | None, float]:
     gen = torch.Generator().manual_seed(seed)
     energy = QuadraticEnergy(1, mean=[0.0], precision=1.0, learn_precision=False).double()
     q = GaussianNoise(1).double()
     opt = OPTIMISERS[optimiser]([energy.mean])
-    est = MovingAverageLogZ(gamma=0.1, storm=objective == "storm")
+    est = MovingAverageLogZ(gamma=0.1, storm=objective == "storm", gamma_decay=GAMMA_DECAY, gamma_offset=10.0)
     log_z = torch.tensor(0.5 * math.log(2 * math.pi), dtype=torch.float64)
     hit, tail = None, []
     for t in range(1, MAX_ITERS + 1):
@@ -54,7 +62,11 @@ def run(objective: str, mu_star: float, optimiser: str, seed: int) -> tuple[int 
         xn = q.sample(M, gen)
         lq = q.log_prob(xn)
         if objective in ("compositional", "storm"):
-            out = compositional_loss(energy, x, xn, lq, est)
+            extra = ()
+            if INDEPENDENT_U:
+                xu = q.sample(M, gen)
+                extra = (xu, q.log_prob(xu))
+            out = compositional_loss(energy, x, xn, lq, est, *extra)
         elif objective == "minibatch":
             out = minibatch_loss(energy, x, xn, lq)
         else:
@@ -75,12 +87,17 @@ def main() -> None:
     parser.add_argument("--mismatch", type=float, nargs="+", default=list(MISMATCH))
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
     parser.add_argument("--optimisers", nargs="+", default=list(OPTIMISERS), choices=list(OPTIMISERS))
+    parser.add_argument("--gamma-decay", type=float, default=0.0)
+    parser.add_argument("--independent-u", action="store_true")
     args = parser.parse_args()
+    global GAMMA_DECAY, INDEPENDENT_U
+    GAMMA_DECAY, INDEPENDENT_U = args.gamma_decay, args.independent_u
     if "nce" not in args.objectives:
         parser.error("--objectives must include nce (the ratio column is relative to it)")
     torch.set_num_threads(1)
     start = time.time()
-    print(f"# 1-D Gaussian mean, q = N(0, 1), n = m = {N}, tol {TOL}, {MAX_ITERS} iterations max, seeds {SEEDS}")
+    print(f"# 1-D Gaussian mean, q = N(0, 1), n = m = {N}, tol {TOL}, {MAX_ITERS} iterations max, seeds {SEEDS}, "
+          f"gamma_decay {GAMMA_DECAY}, independent u {INDEPENDENT_U}")
     print("| mu* (mismatch) | optimiser | objective | iterations to 1e-2 (median) | reached | mean error, last 500 its | NCE / this |")
     print("|---|---|---|---|---|---|---|")
     for mu_star in args.mismatch:

@@ -40,8 +40,10 @@ from probgen.energy.objectives import (
     storm_update,
 )
 from probgen.energy.partition import (
+    LogPartitionBracket,
     LogPartitionEstimate,
     log_likelihood,
+    log_partition_ais,
     log_partition_grid,
     log_partition_importance,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "GaussianMixtureNoise",
     "GaussianNoise",
     "LabelConditionedEnergy",
+    "LogPartitionBracket",
     "LogPartitionEstimate",
     "MLPEnergy",
     "MovingAverageLogZ",
@@ -74,6 +77,7 @@ __all__ = [
     "denoising_score_matching_loss",
     "log_likelihood",
     "log_mean_exp",
+    "log_partition_ais",
     "log_partition_grid",
     "log_partition_importance",
     "minibatch_loss",

@@ -47,7 +47,10 @@ class Energy(nn.Module):
 
     def __init__(self, event_shape: Sequence[int]) -> None:
         super().__init__()
-        self.event_shape = tuple(int(s) for s in event_shape)
+        shape = tuple(event_shape)
+        if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+            raise ValueError(f"event_shape (dim) must be a non-empty tuple of positive ints, got {shape!r}")
+        self.event_shape = shape
 
     @property
     def dim(self) -> int:
@@ -299,10 +302,17 @@ def _mlp(dim_in: int, hidden: int, depth: int, activation: str) -> nn.Sequential
 
 
 class MLPEnergy(Energy):
-    """$E(x) = \\mathrm{MLP}(x) + \\tfrac{\\epsilon}{2} \\lVert x \\rVert^2$.
+    """$E(x) = \\mathrm{MLP}(\\phi(x)) + \\tfrac{\\epsilon}{2} \\lVert x \\rVert^2$.
 
     The optional quadratic envelope $\\epsilon$ keeps $\\exp(-E)$ integrable far from the data
     (a smooth activation keeps Langevin and score matching well defined).
+
+    Fourier features (Tancik et al. 2020, "Fourier features let networks learn high frequency
+    functions", Eq. 5): with ``fourier_features = F > 0`` the input is
+    $\\phi(x) = [x, \\sin 2\\pi B x, \\cos 2\\pi B x]$, $B \\in \\mathbb R^{F \\times d}$,
+    $B_{ij} \\sim \\mathcal N(0, \\sigma^2)$ fixed (a buffer, drawn from ``fourier_seed``), so a
+    small MLP can represent the sharp edges of e.g. the checkerboard. $\\sigma$
+    (``fourier_scale``) sets the resolved frequencies: about $1/\\sigma$ in the data's units.
 
     Args:
         dim: event dimension (inputs of any ``event_shape`` with that many entries are flattened).
@@ -311,22 +321,52 @@ class MLPEnergy(Energy):
         activation: one of silu, softplus, tanh, elu, gelu.
         envelope: $\\epsilon \\geq 0$.
         event_shape: optional non-flat event shape with ``prod == dim``.
+        fourier_features: $F \\geq 0$ (0: the raw input).
+        fourier_scale: $\\sigma > 0$.
+        fourier_seed: seed of $B$.
     """
 
-    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, activation: str = "silu", envelope: float = 0.0, event_shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 128,
+        depth: int = 3,
+        activation: str = "silu",
+        envelope: float = 0.0,
+        event_shape: Sequence[int] | None = None,
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
+        fourier_seed: int = 0,
+    ) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
         event_shape = (dim,) if event_shape is None else tuple(event_shape)
         if math.prod(event_shape) != dim:
             raise ValueError(f"event_shape {event_shape} must have dim={dim} entries")
         if envelope < 0:
             raise ValueError(f"envelope must be >= 0, got {envelope}")
+        if isinstance(fourier_features, bool) or not isinstance(fourier_features, int) or fourier_features < 0:
+            raise ValueError(f"fourier_features must be an int >= 0, got {fourier_features!r}")
+        if not fourier_scale > 0:
+            raise ValueError(f"fourier_scale must be > 0, got {fourier_scale!r}")
         super().__init__(event_shape)
-        self.net = _mlp(dim, hidden, depth, activation)
+        gen = torch.Generator().manual_seed(int(fourier_seed))
+        B = fourier_scale * torch.randn(fourier_features, dim, generator=gen, dtype=torch.float64)
+        self.register_buffer("fourier_matrix", B.to(torch.get_default_dtype()))
+        self.net = _mlp(dim + 2 * fourier_features, hidden, depth, activation)
         self.envelope = float(envelope)
+
+    def features(self, flat: Tensor) -> Tensor:
+        """$\\phi(x)$: ``(batch, dim) -> (batch, dim + 2F)``."""
+        if self.fourier_matrix.shape[0] == 0:
+            return flat
+        proj = 2 * math.pi * flat @ self.fourier_matrix.to(flat).T
+        return torch.cat([flat, proj.sin(), proj.cos()], -1)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
         flat = x.reshape(x.shape[0], -1)
-        out = self.net(flat).squeeze(-1)
+        out = self.net(self.features(flat)).squeeze(-1)
         if self.envelope:
             out = out + 0.5 * self.envelope * flat.pow(2).sum(-1)
         return out

@@ -33,6 +33,16 @@ def _robust_cholesky(cov: Tensor, where: str) -> Tensor:
     raise NotPositiveDefiniteError(f"{where}: covariance not positive definite after jitter 1e-2; add more data or raise min_var")
 
 
+def _check_finite(what: str, x: Tensor) -> None:
+    """Raise ValueError naming the first non-finite rows of ``x: (n, ...)``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{what} must be a Tensor, got {type(x).__name__}")
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(-1) if x.dim() > 0 else ~torch.isfinite(x.reshape(1))
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten()
+        raise ValueError(f"{what} contains NaN or inf in {rows.numel()} row(s), e.g. rows {rows[:5].tolist()}: clean or drop them")
+
+
 class NoiseDistribution(nn.Module):
     """Base class for $q$.
 
@@ -42,7 +52,10 @@ class NoiseDistribution(nn.Module):
 
     def __init__(self, event_shape: Sequence[int]) -> None:
         super().__init__()
-        self.event_shape = tuple(int(s) for s in event_shape)
+        shape = tuple(event_shape)
+        if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+            raise ValueError(f"event_shape (dim) must be a non-empty tuple of positive ints, got {shape!r}")
+        self.event_shape = shape
 
     @property
     def dim(self) -> int:
@@ -52,6 +65,12 @@ class NoiseDistribution(nn.Module):
         if tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"x must have shape (batch, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
         return x.reshape(x.shape[0], -1)
+
+    def _fit_data(self, x: Tensor, where: str) -> Tensor:
+        """``x`` flattened for :meth:`fit`, after checking its shape and that every row is finite."""
+        flat = self._flat(x)
+        _check_finite(f"{where}: x", flat)
+        return flat
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -84,9 +103,10 @@ class GaussianNoise(NoiseDistribution):
             raise ValueError(f"scale must be > 0, got {scale}")
         self.scale = float(scale)
         self.diagonal = bool(diagonal)
-        # follow the dtype of a given floating mean / cov (float64 parameters stay float64)
-        given = [v for v in (cov, mean) if torch.is_tensor(v) and v.is_floating_point()]
-        d, dtype = self.dim, given[0].dtype if given else torch.get_default_dtype()
+        d = self.dim
+        # follow the dtype of tensor parameters (float64 in, float64 buffers), else the default
+        given = [v for v in (mean, cov) if isinstance(v, Tensor) and v.is_floating_point()]
+        dtype = given[0].dtype if given else torch.get_default_dtype()
         self.register_buffer("loc", torch.zeros(d, dtype=dtype) if mean is None else torch.as_tensor(mean, dtype=dtype).reshape(d).clone())
         cov = torch.eye(d, dtype=dtype) if cov is None else torch.as_tensor(cov, dtype=dtype).reshape(d, d)
         self.register_buffer("scale_tril", _robust_cholesky(cov * self.scale**2, "GaussianNoise"))
@@ -94,7 +114,7 @@ class GaussianNoise(NoiseDistribution):
     @torch.no_grad()
     def fit(self, x: Tensor) -> GaussianNoise:
         """Set the mean and (inflated) covariance from data ``x: (n, *event_shape)``."""
-        flat = self._flat(x).to(self.loc.dtype)
+        flat = self._fit_data(x, "GaussianNoise.fit").to(self.loc.dtype)
         if flat.shape[0] < 2:
             raise ValueError(f"fit needs at least 2 samples, got {flat.shape[0]}")
         self.loc.copy_(flat.mean(0))
@@ -153,7 +173,7 @@ class GaussianMixtureNoise(NoiseDistribution):
     @torch.no_grad()
     def fit(self, x: Tensor) -> GaussianMixtureNoise:
         """EM from a k-means++ start on ``x: (n, *event_shape)``; the covariances are then inflated by ``scale**2``."""
-        flat = self._flat(x).to(self.locs.dtype)
+        flat = self._fit_data(x, "GaussianMixtureNoise.fit").to(self.locs.dtype)
         n, d, K = flat.shape[0], self.dim, self.num_components
         if n < 2 * K:
             raise ValueError(f"fit needs at least 2 * num_components = {2 * K} samples, got {n}")
@@ -220,15 +240,23 @@ class FlowNoise(NoiseDistribution):
     (a :class:`~probgen.interpolants.StochasticInterpolant`) is a far better proposal, so the
     importance weights $e^{-E(x')}/q(x')$ of the compositional objective, NCE and the
     $\log Z$ estimate have much lower variance. Both operations solve an ODE with the same
-    solver, steps and time span, and neither lets gradients into the flow (whose weights are
-    frozen) or into ``x``:
+    solver, steps and time span; the flow's weights are frozen:
 
     - :meth:`sample`: $x = X_{t_1}$ from $X_{t_0} \sim \rho_0$ by
       :func:`probgen.interpolants.generate` (``method="ode"``);
     - :meth:`log_prob`: the instantaneous change of variables (Albergo et al. 2023; Chen et al.
       2018) $\log q(x) = \log\rho_0(X_{t_0}) - \int_{t_0}^{t_1} \nabla\cdot b(t, X_t)\,dt$ with
       $X_{t_1} = x$, solved backwards by :func:`probgen.interpolants.log_likelihood` with the
-      **exact** divergence ($d$ backward passes per evaluation: meant for small $d$).
+      exact divergence ($d$ backward passes per evaluation) for ``dim <= 16`` and Hutchinson's
+      estimator with a **fixed** probe (seeded by ``probe_seed`` at every call) above.
+
+    :meth:`log_prob` is differentiable in ``x`` (when grad mode is on and ``x`` requires grad):
+    the graph is kept through the solve (``create_graph=True``), so $\nabla_x \log q$ is the
+    exact gradient of the computed, discretised $\log q$. This is what makes the tilted model
+    $p \propto q\,e^{-E}$ (:class:`NoiseEnergy`, ``base_on_noise=True``) correct for Langevin
+    samplers, CD/PCD and score matching. With Hutchinson the fixed probe makes $\log q$ a
+    smooth, deterministic function of ``x`` (for a given batch), so its gradient is consistent
+    too. Without ``requires_grad`` no graph is built (the cost of an evaluation under no grad).
 
     Consistency: $\log q$ of the flow's own samples is computed by the likelihood ODE run
     backwards from them, not tracked along the sampling solve, so the pair
@@ -262,10 +290,14 @@ class FlowNoise(NoiseDistribution):
         rtol, atol: ``dopri5`` tolerances.
         chunk_size: evaluate ``log_prob`` in chunks of this many points (bounds the memory of the
             Jacobians); None: all at once.
+        divergence: ``"exact"``, ``"hutchinson"`` or ``"auto"`` (exact for ``dim <= 16``).
+        num_probes: Hutchinson probes (Rademacher), fixed for the solve.
+        probe_seed: seed of the Hutchinson probes, re-used at every call (a fixed probe).
 
     Raises:
         TypeError: ``velocity`` not callable or ``base`` without ``sample``/``log_prob``.
-        ValueError: bad ``steps``, ``solver``, ``t_span`` or ``chunk_size``.
+        ValueError: bad ``steps``, ``solver``, ``t_span``, ``chunk_size``, ``divergence`` or
+            ``num_probes``.
     """
 
     def __init__(
@@ -281,6 +313,9 @@ class FlowNoise(NoiseDistribution):
         rtol: float = 1e-5,
         atol: float = 1e-5,
         chunk_size: int | None = None,
+        divergence: str = "auto",
+        num_probes: int = 1,
+        probe_seed: int = 0,
     ) -> None:
         from probgen.interpolants.generate import ODE_SOLVERS
 
@@ -296,6 +331,13 @@ class FlowNoise(NoiseDistribution):
             raise ValueError(f"t_span must satisfy 0 <= t0 < t1 <= 1, got {t_span!r}")
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        if divergence not in ("auto", "exact", "hutchinson"):
+            raise ValueError(f"divergence must be 'auto', 'exact' or 'hutchinson', got {divergence!r}")
+        if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
+            raise ValueError(f"num_probes must be a positive int, got {num_probes!r}")
+        if divergence == "auto":
+            divergence = "exact" if self.dim <= 16 else "hutchinson"
+        self.divergence, self.num_probes, self.probe_seed = divergence, num_probes, int(probe_seed)
         if base is None:
             base = GaussianNoise(self.dim)
         if not (callable(getattr(base, "sample", None)) and callable(getattr(base, "log_prob", None))):
@@ -409,18 +451,28 @@ class FlowNoise(NoiseDistribution):
         x = generate(self.velocity, x0, steps=self.steps, method="ode", solver=self.solver, t_span=self.t_span, rtol=self.rtol, atol=self.atol)
         return x.reshape(n, *self.event_shape)
 
-    @torch.no_grad()
     def log_prob(self, x: Tensor) -> Tensor:
-        """$\\log q(x)$ ``(n,)`` by the likelihood ODE with the exact divergence (no gradient)."""
+        """$\\log q(x)$ ``(n,)`` by the likelihood ODE, differentiable in ``x`` when ``x`` requires grad."""
         from probgen.interpolants.likelihood import log_likelihood
 
-        flat = self._flat(x).detach().to(self._anchor)
+        flat = self._flat(x).to(self._anchor)
+        create_graph = torch.is_grad_enabled() and flat.requires_grad
+        if not create_graph:
+            flat = flat.detach()
         field = self.velocity
         size = self.chunk_size or max(flat.shape[0], 1)
-        out = [
-            log_likelihood(field, chunk, self.base.log_prob, steps=self.steps, divergence="exact", solver=self.solver, t_span=self.t_span, rtol=self.rtol, atol=self.atol)
-            for chunk in flat.split(size)
-        ]
+        out = []
+        for chunk in flat.split(size):
+            gen = None
+            if self.divergence == "hutchinson":
+                gen = torch.Generator(device=chunk.device).manual_seed(self.probe_seed)
+            out.append(
+                log_likelihood(
+                    field, chunk, self.base.log_prob, steps=self.steps, divergence=self.divergence, solver=self.solver,
+                    t_span=self.t_span, rtol=self.rtol, atol=self.atol, num_probes=self.num_probes, generator=gen,
+                    create_graph=create_graph,
+                )
+            )
         return torch.cat(out).to(x.dtype)
 
 

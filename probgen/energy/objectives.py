@@ -30,6 +30,7 @@ from torch import Tensor
 
 from probgen.energy.energies import Energy
 from probgen.exceptions import ProbgenNumericalError
+from probgen.samplers.schedules import polynomial_schedule
 
 __all__ = [
     "MovingAverageLogZ",
@@ -101,18 +102,43 @@ def storm_update(log_u_prev: Tensor, log_g: Tensor, log_g_prev: Tensor, gamma: f
 class MovingAverageLogZ:
     """The state of the moving-average estimator $u_t$ of $Z_\\theta$, kept as $\\log u_t$.
 
+    The weight of step $t$ (counting from 0) is $\\gamma_t = \\gamma\\,(1 + t / t_0)^{-a}$
+    (``gamma_decay`` $= a$, ``gamma_offset`` $= t_0$; :func:`probgen.samplers.polynomial_schedule`).
+    $a = 0$ is the paper's constant $\\gamma$, whose $u_t$ keeps an $O(\\gamma)$ variance and so
+    a stationary bias in $\\nabla \\hat g_t / u_t$; the convergence theory of compositional
+    SGD needs $\\gamma_t \\to 0$ with $\\sum_t \\gamma_t = \\infty$ ($0 < a \\le 1$).
+
     Args:
-        gamma: averaging weight $\\gamma \\in (0, 1]$; ``1`` recovers the minibatch estimate.
+        gamma: averaging weight $\\gamma \\in (0, 1]$ (at $t = 0$); ``1`` with ``gamma_decay=0``
+            recovers the minibatch estimate.
         storm: use the STORM-corrected update (needs $\\hat g$ at the previous parameters,
             which :func:`compositional_loss` computes with the stored ``prev_params``).
+        gamma_decay: exponent $a \\in [0, 1]$ of the decay.
+        gamma_offset: $t_0 > 0$, the step count over which $\\gamma_t$ halves (for $a = 1$).
+
+    Raises:
+        ValueError: ``gamma`` outside (0, 1], ``gamma_decay`` outside [0, 1] or ``gamma_offset <= 0``.
     """
 
-    def __init__(self, gamma: float = 0.1, storm: bool = False) -> None:
+    def __init__(self, gamma: float = 0.1, storm: bool = False, gamma_decay: float = 0.0, gamma_offset: float = 100.0) -> None:
         self.gamma = _check_gamma(gamma)
+        if isinstance(gamma_decay, bool) or not isinstance(gamma_decay, (int, float)) or not 0 <= gamma_decay <= 1:
+            raise ValueError(f"gamma_decay must be a float in [0, 1], got {gamma_decay!r}")
+        if isinstance(gamma_offset, bool) or not isinstance(gamma_offset, (int, float)) or not gamma_offset > 0:
+            raise ValueError(f"gamma_offset must be a float > 0, got {gamma_offset!r}")
+        self.gamma_decay, self.gamma_offset = float(gamma_decay), float(gamma_offset)
         self.storm = bool(storm)
         self.log_u: Tensor | None = None
         self.prev_params: dict[str, Tensor] | None = None
         self.steps = 0
+
+    @property
+    def gamma_t(self) -> float:
+        """$\\gamma_t$ of the next update."""
+        if self.gamma_decay == 0:
+            return self.gamma
+        b = self.gamma_offset
+        return polynomial_schedule(self.steps, self.gamma * b**self.gamma_decay, b, self.gamma_decay)
 
     def update(self, log_g: Tensor, log_g_prev: Tensor | None = None) -> Tensor:
         """Advance one step with the batch estimate ``log_g`` (detached scalar); returns $\\log u_t$."""
@@ -125,9 +151,9 @@ class MovingAverageLogZ:
         if self.log_u is None:
             new = log_g.clone()
         elif self.storm and log_g_prev is not None:
-            new = storm_update(self.log_u.to(log_g), log_g, log_g_prev.detach(), self.gamma)
+            new = storm_update(self.log_u.to(log_g), log_g, log_g_prev.detach(), self.gamma_t)
         else:
-            new = moving_average_update(self.log_u.to(log_g), log_g, self.gamma)
+            new = moving_average_update(self.log_u.to(log_g), log_g, self.gamma_t)
         self.log_u = new
         self.steps += 1
         return new
@@ -140,6 +166,8 @@ class MovingAverageLogZ:
         """Tensors and plain types only (``torch.load(weights_only=True)`` safe)."""
         return {
             "gamma": self.gamma,
+            "gamma_decay": self.gamma_decay,
+            "gamma_offset": self.gamma_offset,
             "storm": self.storm,
             "steps": self.steps,
             "log_u": None if self.log_u is None else self.log_u.detach().clone(),
@@ -148,6 +176,8 @@ class MovingAverageLogZ:
 
     def load_state_dict(self, state: dict) -> None:
         self.gamma = _check_gamma(state["gamma"])
+        self.gamma_decay = float(state.get("gamma_decay", 0.0))
+        self.gamma_offset = float(state.get("gamma_offset", 100.0))
         self.storm = bool(state["storm"])
         self.steps = int(state["steps"])
         self.log_u = state["log_u"]
@@ -164,7 +194,15 @@ def _noise_log_weights(energy: Energy, noise_x: Tensor, noise_log_q: Tensor) -> 
     return -energy(noise_x) - noise_log_q
 
 
-def compositional_loss(energy: Energy, x: Tensor, noise_x: Tensor, noise_log_q: Tensor, estimator: MovingAverageLogZ) -> ObjectiveOutput:
+def compositional_loss(
+    energy: Energy,
+    x: Tensor,
+    noise_x: Tensor,
+    noise_log_q: Tensor,
+    estimator: MovingAverageLogZ,
+    u_noise_x: Tensor | None = None,
+    u_noise_log_q: Tensor | None = None,
+) -> ObjectiveOutput:
     """Compositional MLE step (Jiang et al. 2023, Algorithm 1 with Eq. 6-7; STORM variant if ``estimator.storm``).
 
     The returned ``loss`` has value $\\frac1n\\sum_i E(x_i) + \\log u_t$ and gradient
@@ -178,17 +216,29 @@ def compositional_loss(energy: Energy, x: Tensor, noise_x: Tensor, noise_log_q: 
         noise_x: noise samples ``(m, *event_shape)`` from $q$.
         noise_log_q: $\\log q$ of them, ``(m,)``.
         estimator: the moving-average state.
+        u_noise_x, u_noise_log_q: an optional second, independent noise batch ``(m', ...)``,
+            ``(m',)`` that alone updates $u_t$ (the gradient still uses ``noise_x``). Then
+            $u_t$ is independent of $\\hat g_t$ given the past, which removes the
+            $\\mathrm{Cov}(\\nabla \\hat g_t, 1/u_t)$ part of the bias of $\\nabla \\hat g_t / u_t$.
     """
+    if (u_noise_x is None) != (u_noise_log_q is None):
+        raise ValueError("u_noise_x and u_noise_log_q must be given together")
     e_data = energy(x).mean()
     log_w = _noise_log_weights(energy, noise_x, noise_log_q)
     log_g = log_mean_exp(log_w, 0)
+    if u_noise_x is None:
+        u_x, u_lq, log_g_u = noise_x, noise_log_q, log_g
+    else:
+        u_x, u_lq = u_noise_x, u_noise_log_q
+        with torch.no_grad():
+            log_g_u = log_mean_exp(_noise_log_weights(energy, u_x, u_lq), 0)
     log_g_prev = None
     if estimator.storm and estimator.prev_params is not None:
         with torch.no_grad():
-            prev = {k: v.to(noise_x.device) for k, v in estimator.prev_params.items()}
-            e_prev = torch.func.functional_call(energy, prev, (noise_x,))
-            log_g_prev = log_mean_exp(-e_prev - noise_log_q, 0)
-    log_u = estimator.update(log_g, log_g_prev)
+            prev = {k: v.to(u_x.device) for k, v in estimator.prev_params.items()}
+            e_prev = torch.func.functional_call(energy, prev, (u_x,))
+            log_g_prev = log_mean_exp(-e_prev - u_lq, 0)
+    log_u = estimator.update(log_g_u, log_g_prev)
     if estimator.storm:
         estimator.remember(energy)
     ratio = (log_g - log_u).exp()

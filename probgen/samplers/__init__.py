@@ -9,9 +9,11 @@
 * :func:`gamma_precision_gibbs`: conjugate Gibbs draws of Gamma-prior precisions.
 * :func:`cyclical_schedule`, :func:`polynomial_schedule` and their LR schedulers.
 * :func:`rhat`, :func:`ess`: convergence diagnostics.
+* :func:`ais`, :func:`reverse_ais`: annealed importance sampling, a bracket on $\\log Z$.
 """
 
 from probgen.samplers.adaptive import AdaptiveSGHMC, adaptive_sghmc_init, adaptive_sghmc_step
+from probgen.samplers.ais import AISResult, ais, geometric_betas, reverse_ais, sigmoid_betas
 from probgen.samplers.diagnostics import autocorrelation, ess, rank_normalize, rhat, split_chains
 from probgen.samplers.gibbs import gamma_precision_gibbs, sample_gamma
 from probgen.samplers.langevin import LangevinResult, langevin
@@ -39,24 +41,29 @@ __all__ = [
     "adaptive_sghmc_step",
     "gamma_precision_gibbs",
     "sample_gamma",
+    "AISResult",
     "PSGLD",
     "SGHMC",
     "SGLD",
     "CyclicalLR",
     "LangevinResult",
     "PolynomialDecayLR",
+    "ais",
     "autocorrelation",
     "cyclical_phase",
     "cyclical_schedule",
     "ess",
+    "geometric_betas",
     "langevin",
     "polynomial_schedule",
     "psgld_init",
     "psgld_step",
     "rank_normalize",
+    "reverse_ais",
     "rhat",
     "sghmc_init",
     "sghmc_step",
     "sgld_step",
+    "sigmoid_betas",
     "split_chains",
 ]

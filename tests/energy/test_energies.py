@@ -1,6 +1,8 @@
 """Composition algebra against closed-form Gaussians; Langevin on a composite."""
 
 
+import math
+
 import pytest
 import torch
 
@@ -137,3 +139,23 @@ def test_energies_shapes_builders_and_errors():
     with pytest.raises(ValueError, match="activation"):
         MLPEnergy(2, activation="relu6")
     assert isinstance(total, Energy)
+
+
+def test_fourier_features_are_sin_cos_of_a_fixed_gaussian_projection():
+    from probgen.energy import MLPEnergy
+
+    e = MLPEnergy(2, hidden=8, depth=1, fourier_features=16, fourier_scale=2.0, fourier_seed=3).double()
+    B = e.fourier_matrix
+    assert B.shape == (16, 2) and torch.equal(B, MLPEnergy(2, fourier_features=16, fourier_scale=2.0, fourier_seed=3).fourier_matrix.double())
+    assert abs(float(B.std()) - 2.0) < 4 * 2.0 / math.sqrt(2 * 32)  # s.e. of a sample std of 32 normals
+    x = torch.randn(5, 2, dtype=torch.float64)
+    phi = e.features(x)
+    assert torch.allclose(phi, torch.cat([x, torch.sin(2 * math.pi * x @ B.T), torch.cos(2 * math.pi * x @ B.T)], -1))
+    assert e(x).shape == (5,) and "fourier_matrix" in e.state_dict()
+    assert torch.autograd.gradcheck(e, (x.requires_grad_(True),))
+    with pytest.raises(ValueError, match="fourier_features"):
+        MLPEnergy(2, fourier_features=-1)
+    with pytest.raises(ValueError, match="fourier_scale"):
+        MLPEnergy(2, fourier_features=4, fourier_scale=0.0)
+    with pytest.raises(ValueError, match="dim"):
+        MLPEnergy(0)

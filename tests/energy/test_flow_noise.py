@@ -16,6 +16,7 @@ from probgen.energy import (
     FlowNoise,
     GaussianNoise,
     MovingAverageLogZ,
+    NoiseEnergy,
     QuadraticEnergy,
     build_noise,
     compositional_loss,
@@ -149,9 +150,14 @@ def test_module_velocity_is_frozen_registered_and_gets_no_gradient():
     assert field.a.dtype == DT  # .double() reached the registered flow
     x = torch.randn(100, 2, dtype=DT, requires_grad=True)
     lp = q.log_prob(x)
-    assert not lp.requires_grad
     exact = torch.distributions.Normal(0.0, math.exp(0.4)).log_prob(x.detach()).sum(-1)
     assert (lp - exact).abs().max() < 1e-6
+    # differentiable in x (the score of N(0, e^0.8 I) is -x e^-0.8), never in the frozen flow
+    (score,) = torch.autograd.grad(lp.sum(), x)
+    assert (score + x.detach() * math.exp(-0.8)).abs().max() < 1e-6
+    assert field.a.grad is None
+    with torch.no_grad():
+        assert not q.log_prob(x).requires_grad
     s = q.sample(4000, torch.Generator().manual_seed(8))
     assert not s.requires_grad
     assert abs(s.std() - math.exp(0.4)) < 4 * math.exp(0.4) / math.sqrt(2 * 8000)
@@ -212,3 +218,42 @@ def test_bad_arguments():
         FlowNoise(v, 2, base=object())
     with pytest.raises(ValueError, match="n must be"):
         FlowNoise(v, 2, base=GaussianNoise(2)).sample(0)
+
+
+@pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
+def test_tilted_flow_gradient_equals_finite_differences(divergence):
+    """grad_x of E = E_net - log q (NoiseEnergy of a FlowNoise) is the derivative of log q + (-E_net)."""
+    q = flow_noise(MIX, steps=10, divergence=divergence)
+    net = QuadraticEnergy(2, mean=[0.3, -0.2], precision=[[0.5, 0.1], [0.1, 0.8]]).double()
+    energy = net + NoiseEnergy(q)
+    x = torch.tensor([[0.2, 1.5], [1.8, -0.7], [-1.0, 0.4]], dtype=DT, requires_grad=True)
+    (grad,) = torch.autograd.grad(energy(x).sum(), x)
+    h, fd = 1e-5, torch.zeros(3, 2, dtype=DT)
+    with torch.no_grad():
+        for j in range(2):
+            e = torch.zeros(2, dtype=DT)
+            e[j] = h
+            # -(log q + (-E_net)) by central differences, one coordinate at a time
+            fd[:, j] = ((net(x + e) - q.log_prob(x + e)) - (net(x - e) - q.log_prob(x - e))) / (2 * h)
+    assert (grad - fd).abs().max() < 1e-6
+    if divergence == "exact":
+        # and the score of q is the target mixture's to the flow's discretisation error
+        xx = x.detach().requires_grad_(True)
+        (true_score,) = torch.autograd.grad(MIX.log_prob(xx).sum(), xx)
+        # -grad E = score of q + score of e^{-E_net}
+        assert (-grad - (true_score + net.score(x.detach()))).abs().max() < 1e-2
+
+
+def test_flow_log_prob_gradcheck_float64():
+    q = flow_noise(FULL, steps=4)
+    x = torch.tensor([[0.5, -1.0], [1.5, -2.5]], dtype=DT, requires_grad=True)
+    assert torch.autograd.gradcheck(q.log_prob, (x,))
+
+
+def test_flow_noise_rejects_bad_divergence_options():
+    fields = GaussianMixtureFields(Interpolant("linear", "zero"), standard_normal(2), FULL)
+    with pytest.raises(ValueError, match="divergence"):
+        FlowNoise(fields.velocity, 2, divergence="jvp")
+    with pytest.raises(ValueError, match="num_probes"):
+        FlowNoise(fields.velocity, 2, num_probes=0)
+    assert FlowNoise(fields.velocity, 17).divergence == "hutchinson" and FlowNoise(fields.velocity, 2).divergence == "exact"
