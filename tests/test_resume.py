@@ -140,8 +140,10 @@ def _run_killed_forked(family: str, root: Path) -> None:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             run_cli(_fit_args(family, overlay))
-        except BaseException as err:  # noqa: BLE001 - reported through the log
-            print(f"child failed: {err!r}", flush=True)
+        except BaseException:  # noqa: BLE001 - reported through the log
+            import traceback
+
+            os.write(2, traceback.format_exc().encode())
         os._exit(1)
     status: list[int] = []
 
