@@ -254,3 +254,66 @@ def test_killed_run_resumes_bit_identical(family, tmp_path, one_thread, monkeypa
 def test_killed_cli_subprocess_resumes_bit_identical(family, tmp_path, one_thread, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _check_resume(family, tmp_path, _run_killed_subprocess)
+
+
+# -- the loader on its own -------------------------------------------------------------------
+def _loader(num_workers: int = 0):
+    from probgen.data.base import EpochBatches, ResumableDataLoader
+    from torch.utils.data import TensorDataset
+
+    data = TensorDataset(torch.arange(50.0)[:, None])
+    return ResumableDataLoader(data, sampler=EpochBatches(50, 8, seed=3, drop_last=True), batch_size=None,
+                               num_workers=num_workers)
+
+
+def _epoch(loader, epoch: int) -> list[torch.Tensor]:
+    loader.sampler.set_epoch(epoch)
+    return [b[0].flatten() for b in loader]
+
+
+def test_loader_continues_the_epoch_from_its_state():
+    full = _loader()
+    first, second = _epoch(full, 0), _epoch(full, 1)
+    assert len(first) == len(second) == 6
+    assert torch.cat(first).unique().numel() == 48 and not torch.equal(torch.cat(first), torch.cat(second))
+
+    run = _loader()
+    run.sampler.set_epoch(1)
+    it = iter(run)
+    seen = [next(it)[0].flatten() for _ in range(2)]
+    state = run.state_dict()
+    assert state == {"epoch": 1, "batches": 2}
+    resumed = _loader()
+    resumed.load_state_dict(state)
+    rest = _epoch(resumed, 1)
+    for a, b in zip(seen + rest, second, strict=True):
+        assert torch.equal(a, b)
+    assert resumed.state_dict() == {"epoch": 1, "batches": 6}
+    # the offset is for that epoch only: the next epoch is whole again
+    assert len(_epoch(resumed, 2)) == 6
+
+
+def test_loader_state_at_an_epoch_end_starts_the_next_epoch_whole():
+    run = _loader()
+    _epoch(run, 0)
+    resumed = _loader()
+    resumed.load_state_dict(run.state_dict())  # {"epoch": 0, "batches": 6}
+    for a, b in zip(_epoch(resumed, 1), _epoch(_loader(), 1), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_loader_with_workers_draws_the_epoch_set_after_iter():
+    """Lightning may call iter() before set_epoch: the batches must still be the new epoch's."""
+    expected = _epoch(_loader(), 2)
+    loader = _loader(num_workers=1)
+    it = iter(loader)
+    loader.sampler.set_epoch(2)
+    for a, b in zip([x[0].flatten() for x in it], expected, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_loader_state_errors_name_the_problem():
+    with pytest.raises(ValueError, match="'epoch' and 'batches'"):
+        _loader().load_state_dict({"epoch": 0})
+    with pytest.raises(ValueError, match=r"batch must be in \[0, 6\]"):
+        _loader().sampler.resume_at(0, 7)
