@@ -219,18 +219,23 @@ def _check_resume(family: str, tmp_path: Path, kill) -> None:
     resumed = run_cli(_fit_args(family, _overlay(killed_root, ckpt_step, last_step, None), f"--ckpt_path={ckpt}"))
     assert resumed.trainer.global_step == last_step
 
+    resumed_log = _assert_same_end(full_root, killed_root, ckpt_step)
+    assert all(any(k.startswith("train/") for k in resumed_log.get(s, {})) for s in range(ckpt_step, last_step))
+
+
+def _assert_same_end(full_root: Path, resumed_root: Path, from_step: int) -> dict[int, dict[str, str]]:
+    """The final checkpoints agree bit for bit (but for bookkeeping), and the resumed run's
+    logged metrics equal the uninterrupted run's from ``from_step`` on; returns the former."""
     a = torch.load(full_root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    b = torch.load(killed_root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(resumed_root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     bookkeeping = {"callbacks", "loops", "pytorch-lightning_version"}
     assert {"state_dict", "optimizer_states", "probgen_rng_state"} <= a.keys()
     _assert_identical({k: v for k, v in a.items() if k not in bookkeeping},
                       {k: v for k, v in b.items() if k not in bookkeeping}, "checkpoint")
-
     full_log = _logged(full_root / "logs" / "version_0" / "metrics.csv")
-    resumed_log = _logged(killed_root / "logs" / "version_1" / "metrics.csv")
-    after = {s: m for s, m in full_log.items() if s >= ckpt_step}
-    assert resumed_log == after
-    assert all(any(k.startswith("train/") for k in resumed_log.get(s, {})) for s in range(ckpt_step, last_step))
+    resumed_log = _logged(resumed_root / "logs" / "version_1" / "metrics.csv")
+    assert resumed_log == {s: m for s, m in full_log.items() if s >= from_step}
+    return resumed_log
 
 
 @pytest.fixture
@@ -254,6 +259,22 @@ def test_killed_run_resumes_bit_identical(family, tmp_path, one_thread, monkeypa
 def test_killed_cli_subprocess_resumes_bit_identical(family, tmp_path, one_thread, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _check_resume(family, tmp_path, _run_killed_subprocess)
+
+
+def test_run_extended_past_max_steps_matches_longer_run(tmp_path, one_thread, monkeypatch):
+    """A run stopped by max_steps mid-epoch (on a validation step), resumed from its last.ckpt
+    with a larger max_steps, ends like a run given that max_steps from the start."""
+    monkeypatch.chdir(tmp_path)
+    family, stop = "energy", 8  # constant learning rate: the config does not depend on max_steps
+    _, _, _, _, last_step, per_epoch = CASES[family]
+    assert stop % per_epoch and stop % 4 == 0  # mid-epoch, and validation runs at that step
+    run_cli(_fit_args(family, _overlay(tmp_path / "full", 1000, last_step, None)))
+    run_cli(_fit_args(family, _overlay(tmp_path / "short", 1000, stop, None)))
+    short = tmp_path / "short.ckpt"
+    (tmp_path / "short" / "checkpoints" / "last.ckpt").rename(short)
+    assert torch.load(short, weights_only=True)["global_step"] == stop
+    run_cli(_fit_args(family, _overlay(tmp_path / "short", 1000, last_step, None), f"--ckpt_path={short}"))
+    _assert_same_end(tmp_path / "full", tmp_path / "short", stop)
 
 
 # -- the loader on its own -------------------------------------------------------------------
