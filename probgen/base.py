@@ -80,6 +80,41 @@ class ProbgenModule(L.LightningModule):
                 for loader, state in zip(stateful, loader_states):
                     loader.load_state_dict(state)
 
+    def on_validation_start(self) -> None:
+        """During ``fit``, give validation its own random stream and keep the training one aside.
+
+        Validation inside ``fit`` (e.g. an ELBO or importance-sampled log Z with the global
+        RNG) would otherwise advance the training stream, and a run resumed from a checkpoint
+        taken just before a validation (``every_n_train_steps``: the checkpoint is written at
+        the end of the batch, the validation runs after it and is not repeated on resume)
+        would draw different training noise. The validation stream is seeded from the
+        training state without advancing it, so it differs between validations and runs.
+        Subclasses that override this must call ``super().on_validation_start()``.
+        """
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return
+        cpu_state = torch.get_rng_state()
+        cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        held = {key: g.get_state() for key, g in self._held_generators().items()}
+        self._training_random_state = (cpu_state, cuda_state, held)
+        seed = int(torch.randint(2**62, (1,), generator=torch.Generator().set_state(cpu_state)))
+        torch.manual_seed(seed)
+
+    def on_validation_end(self) -> None:
+        """Put the training random stream back (see :meth:`on_validation_start`)."""
+        saved = getattr(self, "_training_random_state", None)
+        self._training_random_state = None
+        if saved is None:
+            return
+        cpu_state, cuda_state, held = saved
+        torch.set_rng_state(cpu_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state_all(cuda_state)
+        generators = self._held_generators()
+        for key, state in held.items():
+            generators[key].set_state(state)
+
     def _held_generators(self) -> dict[str, torch.Generator]:
         """Every ``torch.Generator`` held as an attribute by this module or a submodule."""
         return {

@@ -85,10 +85,11 @@ class SaveLastCheckpoint(L.Callback):
     A run that reaches ``max_steps`` is saved at the end of its last batch rather than at
     ``on_train_end``: Lightning counts an epoch cut short by ``max_steps`` as finished by
     then, so a checkpoint taken there would make a run extended with a larger ``max_steps``
-    skip the rest of that epoch. From the batch-end checkpoint it continues exactly (the
-    final validation, if one falls on that step, is run again on resume, as for any
-    ``every_n_train_steps`` checkpoint). Other endings (``max_epochs``, early stopping) save at
-    ``on_train_end``.
+    skip the rest of that epoch. From the batch-end checkpoint it continues exactly. A
+    validation that falls on that step runs after this save and is not repeated when the run
+    is extended (as for any ``every_n_train_steps`` checkpoint); it runs on its own random
+    stream (:meth:`probgen.base.ProbgenModule.on_validation_start`), so the training is the
+    same. Other endings (``max_epochs``, early stopping) save at ``on_train_end``.
     """
 
     def __init__(self) -> None:
