@@ -96,13 +96,40 @@ class SaveLastCheckpoint(L.Callback):
 
     Lightning's ModelCheckpoint saves after validation or at epoch ends; a run whose
     ``max_steps`` stops between those would otherwise leave its final weights unsaved.
+
+    A run that reaches ``max_steps`` is saved at the end of its last batch rather than at
+    ``on_train_end``: Lightning counts an epoch cut short by ``max_steps`` as finished by
+    then, so a checkpoint taken there would make a run extended with a larger ``max_steps``
+    skip the rest of that epoch. From the batch-end checkpoint it continues exactly. A
+    validation that falls on that step runs after this save and is not repeated when the run
+    is extended (as for any ``every_n_train_steps`` checkpoint); it runs on its own random
+    stream (:meth:`probgen.base.ProbgenModule.on_validation_start`), so the training is the
+    same. Other endings (``max_epochs``, early stopping) save at ``on_train_end``.
     """
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def __init__(self) -> None:
+        self._saved_at: int | None = None
+
+    @staticmethod
+    def _path(trainer: L.Trainer) -> Path | None:
         checkpoint = trainer.checkpoint_callback
         if checkpoint is None or trainer.fast_dev_run or checkpoint.dirpath is None:
-            return
-        trainer.save_checkpoint(Path(checkpoint.dirpath) / "last.ckpt")
+            return None
+        return Path(checkpoint.dirpath) / "last.ckpt"
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._saved_at = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        path = self._path(trainer)
+        if path is not None and 0 < trainer.max_steps <= trainer.global_step:
+            trainer.save_checkpoint(path)
+            self._saved_at = trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = self._path(trainer)
+        if path is not None and self._saved_at != trainer.global_step:
+            trainer.save_checkpoint(path)
 
 
 class ProbgenTrainer(L.Trainer):

@@ -1,5 +1,9 @@
 """A minimal probgen model and datamodule for testing the CLI machinery in isolation."""
 
+import time
+from pathlib import Path
+
+import lightning as L
 import torch
 from torch import nn
 
@@ -48,3 +52,20 @@ class GaussianFit(ProbgenModule):
     def sample(self, num_samples, generator=None):
         eps = torch.randn(num_samples, 2, generator=generator, device=self.mu.device)
         return self.mu + self.log_sigma.exp() * eps
+
+
+class PauseAfterStep(L.Callback):
+    """Test helper: after optimiser step ``step``, write ``marker`` and sleep until killed.
+
+    The kill-and-resume tests (``tests/test_resume.py``) run ``probgen fit`` with this
+    callback and send SIGKILL once ``marker`` exists, so the run dies at a known step,
+    mid-epoch, after a checkpoint and with no chance to clean up.
+    """
+
+    def __init__(self, step: int, marker: str):
+        self.step, self.marker = step, marker
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            Path(self.marker).write_text(str(trainer.global_step))
+            time.sleep(3600)

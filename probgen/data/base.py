@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from probgen.validation import check_int
 
 
-
 class EpochShuffle(Sampler[int]):
     """A random permutation per epoch that depends only on ``(seed, epoch)``.
 
@@ -51,20 +50,91 @@ class EpochBatches(EpochShuffle):
 
     Used with ``DataLoader(dataset, sampler=EpochBatches(...), batch_size=None)`` so that a
     tensor dataset gathers a whole batch with one indexing operation instead of
-    ``batch_size`` ``__getitem__`` calls.
+    ``batch_size`` ``__getitem__`` calls. :meth:`resume_at` makes the next iteration of a
+    given epoch start at a given batch (mid-epoch resume, see :class:`ResumableDataLoader`).
     """
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = False) -> None:
         super().__init__(n, seed)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self._resume: tuple[int, int] | None = None  # (epoch, first batch) of the next iteration
+        self._start = 0
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
+    def resume_at(self, epoch: int, batch: int) -> None:
+        """Start the next iteration of ``epoch`` at batch ``batch`` (0-based) instead of batch 0."""
+        if not 0 <= batch <= len(self):
+            raise ValueError(f"batch must be in [0, {len(self)}] (the batches per epoch), got {batch}")
+        self.epoch, self._resume = epoch, (epoch, batch)
+
+    def claim_start(self) -> int:
+        """The first batch of the iteration about to begin: the :meth:`resume_at` offset if
+        it was set for the current epoch, else 0. Consumes the offset."""
+        resume, self._resume = self._resume, None
+        self._start = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        return self._start
+
     def __iter__(self):
+        start, self._start = self._start, 0
         order = self.permutation() if self.shuffle else torch.arange(self.n)
-        for i in range(len(self)):
+        for i in range(start, len(self)):
             yield order[i * self.batch_size : (i + 1) * self.batch_size]
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over an :class:`EpochBatches` sampler that resumes mid-epoch exactly.
+
+    It follows Lightning's stateful-loader protocol: :meth:`state_dict` (saved in every
+    checkpoint under ``loops.fit_loop.state_dict.combined_loader``) is the epoch and the
+    number of batches handed to the training loop in it; :meth:`load_state_dict` makes the
+    next iteration of that epoch continue with the following batch, so a run resumed from
+    a mid-epoch checkpoint sees exactly the batches of an uninterrupted run.
+
+    The count is of batches handed out: Lightning does not prefetch from a loader whose
+    length is known (ours always is), so it equals the batches trained on. The iterator
+    is created lazily, at the first ``next()``, i.e. after Lightning's ``set_epoch``, so
+    worker processes also start on the right epoch's permutation.
+    """
+
+    def __iter__(self):
+        return self._batches()
+
+    def _batches(self):
+        sampler = self.sampler
+        self._epoch = getattr(sampler, "epoch", 0)
+        self._position = sampler.claim_start() if isinstance(sampler, EpochBatches) else 0
+        for batch in super().__iter__():
+            self._position += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches"}``: the current epoch and the batches handed out in it."""
+        if not hasattr(self, "_position"):
+            return {"epoch": int(getattr(self.sampler, "epoch", 0)), "batches": 0}
+        return {"epoch": int(self._epoch), "batches": int(self._position)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue epoch ``state["epoch"]`` after batch ``state["batches"]`` at the next iteration.
+
+        Raises:
+            ValueError: if ``state`` lacks ``"epoch"`` or ``"batches"``.
+        """
+        if not {"epoch", "batches"} <= set(state):
+            raise ValueError(f"state must hold 'epoch' and 'batches' (a ResumableDataLoader.state_dict()), got keys {sorted(state)}")
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if isinstance(self.sampler, EpochBatches):
+            if batches < len(self.sampler):  # a finished epoch needs no offset: the next one starts at 0
+                self.sampler.resume_at(epoch, batches)
+        elif batches > 0:
+            import warnings
+
+            warnings.warn(
+                f"ResumableDataLoader: the sampler is a {type(self.sampler).__name__} (e.g. a distributed "
+                "wrapper), which cannot skip batches; the resumed epoch starts again from its first batch",
+                stacklevel=2,
+            )
 
 
 class ProbgenDataModule(L.LightningDataModule):
@@ -127,7 +197,7 @@ class ProbgenDataModule(L.LightningDataModule):
         # the loader's own generator seeds worker processes; without it, every iterator
         # creation would draw from the global RNG and shift the model's random stream
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
+        return ResumableDataLoader(
             TensorDataset(*self.splits[split]),
             sampler=batches,
             batch_size=None,

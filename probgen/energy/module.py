@@ -358,9 +358,13 @@ class EnergyBasedModel(ProbgenModule):
 
     # -- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Save $u_t$ (and STORM's state) and the replay buffer beside the base class's RNG state."""
+        super().on_save_checkpoint(checkpoint)
         checkpoint["energy_state"] = {"estimator": self.estimator.state_dict(), "replay": self.replay.state_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore $u_t$ and the replay buffer; the base class restores the RNG at train start."""
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("energy_state")
         if state is not None:
             self.estimator.load_state_dict(state["estimator"])

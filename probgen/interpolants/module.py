@@ -248,11 +248,22 @@ class StochasticInterpolant(ProbgenModule):
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimiser step, then the EMA update of that step.
+
+        The EMA is updated here rather than in ``on_train_batch_end`` because Lightning runs
+        the callbacks' ``on_train_batch_end`` (``ModelCheckpoint`` saves there) before the
+        module's: a step-N checkpoint would hold the EMA of step N - 1 and a resumed run's
+        EMA would differ from an uninterrupted run's.
+        """
+        super().optimizer_step(*args, **kwargs)
+        self._update_ema()
+
     @torch.no_grad()
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def _update_ema(self) -> None:
         if self.ema_net is None:
             return
-        step = self.global_step
+        step = self.global_step  # already counts the step just taken
         decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))  # warm-up of the average
         ema = list(self.ema_net.parameters())
         torch._foreach_lerp_(ema, [p.detach() for p in self.net.parameters()], 1.0 - decay)
