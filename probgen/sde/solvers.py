@@ -31,6 +31,7 @@ References:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from itertools import islice, pairwise
@@ -811,6 +812,7 @@ def sdeint(
     adjoint_params: Sequence[Tensor] | None = None,
     adjoint_options: dict[str, Any] | None = None,
     check_finite: bool = True,
+    compile: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Solve $dy = f(t, y)\,dt + g(t, y)\,dW$ from ``y0`` at ``ts[0]``; the state at every ``ts``.
 
@@ -874,6 +876,10 @@ def sdeint(
         adjoint_options: torchsde options of the adjoint method.
         check_finite: raise :class:`~probgen.exceptions.SolverDivergedError` if an output is
             NaN/inf (checked once, after the loop).
+        compile: run the fixed-step solve in ``torch.compile``-d chunks of steps
+            (:mod:`probgen.sde.compiled`): the same results to float tolerance; the first call
+            per SDE object, shape, dtype and grad mode pays the compilation (cached after).
+            Own methods only.
 
     Returns:
         ``ys: (T, batch, d)``; with ``logqp`` the pair ``(ys, log_ratio)``, ``log_ratio:
@@ -885,6 +891,7 @@ def sdeint(
             method, or a method that does not solve the SDE's type or noise type.
         SolverDivergedError: the state became non-finite.
     """
+    owner = sde
     if names:
         sde = _RenamedSDE(sde, dict(names))
     _check_sde(sde)
@@ -904,6 +911,11 @@ def sdeint(
             "adaptive=True, adjoint=True and g_prod-only SDEs need a torchsde method name"
         )
     if not own or adaptive or adjoint or not has_g:
+        if compile:
+            raise ValueError(
+                f"compile=True runs probgen's fixed-step methods {sorted(SDE_METHODS)}; "
+                f"method={method!r} (adaptive={adaptive}, adjoint={adjoint}) is handled by torchsde"
+            )
         ys = _sdeint_torchsde(
             sde,
             y0,
@@ -975,7 +987,7 @@ def sdeint(
     else:
         y = y0
     solver = solver_cls(terms, options)
-    if not logqp:
+    if not logqp and not compile:
         _prime(solver, "f_and_g", (f0, g0))
 
     hs = [b - a for a, b in pairwise(times)]
@@ -999,7 +1011,25 @@ def sdeint(
         pad_noise = len(allowed) == 2 and got == allowed[0]
     if pad_noise:
         noise = [torch.cat([dW, dW.new_zeros(batch, 1)], dim=1) for dW in noise]
-    if interpolate:
+    if compile:
+        from probgen.sde import compiled
+
+        chunk = compiled.DEFAULT_CHUNK
+        key = (solver_cls, repr(sorted((options or {}).items())), logqp, chunk, repr(names))
+
+        def chunk_fn(h: float) -> Callable:
+            return compiled.cached_chunk(
+                owner, (*key, h), lambda: solver_cls(terms, options).step
+            )
+
+        ends = out_steps if interpolate else list(itertools.accumulate(counts))
+        noise_t = torch.stack(list(noise)) if len(hs) else None
+        nodes = compiled.node_tensor(node_t, len(solver_cls.nodes), y)
+        ys = compiled.run_compiled(
+            chunk_fn, solver.step, y, ends, weights if interpolate else None, nodes, hs, noise_t, chunk
+        )
+        ys = torch.stack(ys, dim=0)
+    elif interpolate:
         from probgen.sde.compat import run_interpolated
 
         ys = torch.stack(
@@ -1030,6 +1060,7 @@ def odeint(
     adjoint_params: Sequence[Tensor] | None = None,
     return_nfe: bool = False,
     check_finite: bool = True,
+    compile: bool = False,
 ) -> Any:
     r"""Solve $dy/dt = \mathrm{func}(t, y)$ from ``y0`` at ``ts[0]``; the state at every ``ts``.
 
@@ -1073,6 +1104,8 @@ def odeint(
             counted during the solve; evaluations made later by an adjoint backward pass are
             not included).
         check_finite: raise :class:`~probgen.exceptions.SolverDivergedError` on NaN/inf outputs.
+        compile: run a fixed-step solve in ``torch.compile``-d chunks of steps (as ``sdeint``'s
+            ``compile``; :mod:`probgen.sde.compiled`); same results to float tolerance.
 
     Returns:
         ``ys: (T, *S)`` (a tuple for a tuple ``y0``), or ``(ys, nfe)`` with
@@ -1091,12 +1124,15 @@ def odeint(
         "return_nfe": return_nfe,
         "check_finite": check_finite,
     }
+    if compile and (event_fn is not None or (torch.is_tensor(ts) and ts.requires_grad)):
+        raise ValueError("compile=True is for the fixed-step solves probgen runs itself, not event_fn "
+                         "or ts.requires_grad (handled by torchdiffeq)")
     if isinstance(y0, tuple):
         from probgen.sde.compat import flatten_tuple_state
 
         flat_func, flat_y0, unflatten = flatten_tuple_state(func, y0)
         flat_event = None if event_fn is None else (lambda t, y: event_fn(t, flat_func.split(y)))
-        out = odeint(flat_func, flat_y0, ts, method, dt, event_fn=flat_event, **kwargs)
+        out = odeint(flat_func, flat_y0, ts, method, dt, event_fn=flat_event, compile=compile, **kwargs)
         if event_fn is not None:
             return (out[0], unflatten(out[1]), *out[2:])
         return (unflatten(out[0]), out[1]) if return_nfe else unflatten(out)
@@ -1147,14 +1183,30 @@ def odeint(
                 f"{tuple(k1.shape) if torch.is_tensor(k1) else type(k1).__name__}"
             )
         solver = solver_cls(func)
-        _prime(solver, "func", k1)
         hs = [b - a for a, b in pairwise(times)]
-        if interpolated:
+        if compile:
+            from probgen.sde import compiled
+
+            chunk = compiled.DEFAULT_CHUNK
+
+            def chunk_fn(h: float) -> Callable:
+                return compiled.cached_chunk(func, (solver_cls, chunk, h), lambda: solver_cls(func).step)
+
+            ends = out_steps if interpolated else list(itertools.accumulate(counts))
+            nodes = compiled.node_tensor(node_t, len(solver_cls.nodes), y0)
+            ys = compiled.run_compiled(
+                chunk_fn, solver.step, y0, ends, weights if interpolated else None, nodes, hs,
+                None, chunk, affine=True,
+            )
+            ys = torch.stack(ys, dim=0)
+        elif interpolated:
             from probgen.sde.compat import run_interpolated
 
+            _prime(solver, "func", k1)
             ys = run_interpolated(solver.step, y0, out_steps, weights, node_t, hs, affine=True)
             ys = torch.stack(ys, dim=0)
         else:
+            _prime(solver, "func", k1)
             ys = torch.stack(_run(solver.step, y0, counts, node_t, hs), dim=0)
         nfe = solver_cls.stages * (len(times) - 1)
     else:
