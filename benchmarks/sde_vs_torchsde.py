@@ -1,40 +1,59 @@
-"""probgen.sde.sdeint vs torchsde.sdeint: same SDE, method, dt and device, timed side by side.
+"""probgen.sde (eager and compile=True) vs torchsde, diffrax and torchdiffeq, timed side by side in one run.
 
-Cases (issue 2): a neural diagonal SDE (d=4, drift and diffusion each an MLP with one hidden
-layer of 64 units, 200 Euler steps) at batch 32 and 1024, forward only (under
-``torch.no_grad``) and forward + backward (``loss = ys[-1].square().mean()``); a linear SDE
-(geometric Brownian motion, d=4) at batch 65536, forward only. For each case it also prints
-the overhead floor: probgen's solve time divided by the time of the bare drift and diffusion
-evaluations the solve makes (200 calls of each on a fixed state, same grad mode), and divided
-by that plus the time of drawing the Brownian increments alone (one ``randn``), which any
-solver must also do and which dominates the cheap linear SDE.
+Cases (issue 16): a neural diagonal SDE (d=4, drift and diffusion each an MLP with one hidden
+layer of 64 tanh units, the diffusion ending in a sigmoid; 200 Euler steps on [0, 1]) at batch
+32 and 1024, forward only (no grad) and forward + backward (``loss = ys[-1].square().mean()``,
+gradient with respect to the parameters: plain backprop through the steps for probgen and
+torchsde, diffrax's default ``RecursiveCheckpointAdjoint``); a linear SDE (geometric Brownian
+motion, d=4) at batch 65,536, forward; and ``odeint`` RK4 (the neural drift as an ODE, batch 32,
+200 steps) against ``torchdiffeq.odeint`` (``rk4``: the 3/8 rule, with ``step_size``).
 
-Runs are interleaved (probgen, torchsde, bare, noise, probgen, ...) so that CPU contention
-from other jobs hits all columns alike; each column reports the minimum (``--stat median``
-for the median) of ``--repeats`` runs, in process CPU time on CPU (wall time on CUDA).
+Columns: probgen eager; probgen ``compile=True`` (``torch.compile`` of ``--chunk`` unrolled
+steps, Brownian increments drawn before the loop); torchsde (its default ``BrownianInterval``);
+diffrax (JAX on CPU, ``jax.jit`` of ``jax.vmap`` over the batch of ``diffeqsolve`` with
+``Euler`` and increments drawn on the step grid inside the jitted call, the same network
+weights). Ratios: torchsde / probgen eager
+and diffrax / probgen compiled (above 1: probgen is faster). Compile times (first call, wall
+clock, which includes inductor's C++ compiler processes) are printed separately; they are
+paid once per shape and step size (and cached on disk by inductor across processes).
 
-    python benchmarks/sde_vs_torchsde.py [--repeats 15] [--threads 1] [--device cpu]
+Runs are interleaved (eager, compiled, torchsde, diffrax, eager, ...) so contention from other
+jobs hits all columns alike; each column reports the minimum (``--stat median`` for the median)
+of ``--repeats`` runs, in process CPU time (all threads of the process: JAX's too).
+
+    python benchmarks/sde_vs_torchsde.py [--repeats 15] [--threads 1] [--cases all] [--chunk 10]
+
+diffrax is optional (``pip install probgen[bench]``); without it that column reads "-".
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
 
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
+
 import torch
+import torchdiffeq
 import torchsde
 from torch import nn
 
 import probgen.sde as psde
+from probgen.sde import compiled
+
+D = 4
 
 
 class NeuralSDE(nn.Module):
     noise_type = "diagonal"
     sde_type = "ito"
 
-    def __init__(self, d: int = 4, hidden: int = 64) -> None:
+    def __init__(self, d: int = D, hidden: int = 64) -> None:
         super().__init__()
         self.drift = nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, d))
         self.diffusion = nn.Sequential(
@@ -54,7 +73,7 @@ class LinearSDE(nn.Module):
     noise_type = "diagonal"
     sde_type = "ito"
 
-    def __init__(self, d: int = 4) -> None:
+    def __init__(self, d: int = D) -> None:
         super().__init__()
         self.mu = nn.Parameter(torch.linspace(-0.5, 0.5, d))
         self.sigma = nn.Parameter(torch.linspace(0.1, 0.4, d))
@@ -66,112 +85,176 @@ class LinearSDE(nn.Module):
         return self.sigma * y
 
 
-class FreeSDE:
-    """f and g return fixed tensors: what is left is the solver's own cost per step."""
+class ODEField(nn.Module):
+    def __init__(self, sde: NeuralSDE) -> None:
+        super().__init__()
+        self.net = sde.drift
 
-    noise_type = "diagonal"
-    sde_type = "ito"
-
-    def __init__(self, batch: int, d: int, device) -> None:
-        self.F = torch.randn(batch, d, device=device)
-        self.G = torch.rand(batch, d, device=device)
-
-    def f(self, t, y):
-        return self.F
-
-    def g(self, t, y):
-        return self.G
+    def forward(self, t, y):
+        return self.net(y)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def make_runner(kind: str, sde, y0, steps: int, backward: bool, device):
-    ts = torch.tensor([0.0, 1.0], device=device)
+def sde_runner(lib: str, sde, y0, steps: int, backward: bool):
+    ts = torch.tensor([0.0, 1.0])
     dt = 1.0 / steps
     params = list(sde.parameters())
-
-    if kind == "probgen":
-
-        def solve():
-            return psde.sdeint(sde, y0, ts, method="euler", dt=dt)
-    else:
+    if lib == "torchsde":
 
         def solve():
             return torchsde.sdeint(sde, y0, ts, method="euler", dt=dt)
+    else:
+        comp = lib == "compiled"
+
+        def solve():
+            return psde.sdeint(sde, y0, ts, method="euler", dt=dt, compile=comp)
 
     if backward:
 
         def run():
-            ys = solve()
-            loss = ys[-1].square().mean()
-            torch.autograd.grad(loss, params)
-            sync(device)
+            torch.autograd.grad(solve()[-1].square().mean(), params)
     else:
 
         def run():
             with torch.no_grad():
                 solve()
-            sync(device)
 
     return run
 
 
-def bare_runner(sde, y0, steps: int, backward: bool, device):
-    """The overhead floor: ``steps`` evaluations of f and g on a fixed state, nothing else.
-
-    With ``backward``, the same evaluations are differentiated with respect to the parameters
-    and the state (a solver's backward needs both), with unit cotangents, so no extra
-    graph nodes are added.
-    """
-    t = torch.tensor(0.0, device=device)
-    params = list(sde.parameters())
-
-    if backward:
-        y = y0.detach().clone().requires_grad_(True)
-        ones = torch.ones_like(y0)
-
-        def run():
-            outs = []
-            for _ in range(steps):
-                outs.append(sde.f(t, y))
-                outs.append(sde.g(t, y))
-            torch.autograd.grad(outs, params + [y], grad_outputs=[ones] * len(outs))
-            sync(device)
-    else:
+def ode_runner(lib: str, field, y0, steps: int):
+    ts = torch.tensor([0.0, 1.0])
+    if lib == "torchdiffeq":
 
         def run():
             with torch.no_grad():
-                for _ in range(steps):
-                    sde.f(t, y0)
-                    sde.g(t, y0)
-            sync(device)
+                torchdiffeq.odeint(field, y0, ts, method="rk4", options={"step_size": 1.0 / steps})
+    else:
+        comp = lib == "compiled"
+
+        def run():
+            with torch.no_grad():
+                psde.odeint(field, y0, ts, method="rk4", dt=1.0 / steps, compile=comp)
 
     return run
 
 
-def noise_runner(y0, steps: int, device):
-    """Drawing the Brownian increments alone (one randn of the whole grid), as any solver must."""
+def diffrax_runner(sde, y0, steps: int, backward: bool, linear: bool):
+    """jit(vmap(diffeqsolve)) with Euler, on the torch module's weights; increments drawn per call.
+
+    The Brownian path is a minimal ``AbstractBrownianPath`` over increments drawn on the step
+    grid (UnsafeBrownianPath cannot be differentiated through RecursiveCheckpointAdjoint, and
+    VirtualBrownianTree costs far more than the solve).
+    """
+    try:
+        import diffrax
+        import jax
+        import jax.numpy as jnp
+        import lineax
+    except ImportError:
+        return None
+    if linear:
+        params = {
+            "mu": jnp.asarray(sde.mu.detach().numpy()),
+            "sigma": jnp.asarray(sde.sigma.detach().numpy()),
+        }
+
+        def drift(t, y, p):
+            return p["mu"] * y
+
+        def diffusion(t, y, p):
+            return lineax.DiagonalLinearOperator(p["sigma"] * y)
+    else:
+
+        def layers(seq):
+            return [
+                (jnp.asarray(m.weight.detach().numpy()), jnp.asarray(m.bias.detach().numpy()))
+                for m in seq
+                if isinstance(m, nn.Linear)
+            ]
+
+        params = {"drift": layers(sde.drift), "diff": layers(sde.diffusion)}
+
+        def mlp(p, y):
+            (w1, b1), (w2, b2) = p
+            return jnp.tanh(y @ w1.T + b1) @ w2.T + b2
+
+        def drift(t, y, p):
+            return mlp(p["drift"], y)
+
+        def diffusion(t, y, p):
+            return lineax.DiagonalLinearOperator(jax.nn.sigmoid(mlp(p["diff"], y)))
+
+    import equinox as eqx
+
+    class GridBrownian(diffrax.AbstractBrownianPath):
+        """Increments pre-drawn on the grid t_k = k dt, as probgen's fast path draws them."""
+
+        increments: jax.Array
+        dt: float = eqx.field(static=True)
+        shape: jax.ShapeDtypeStruct = eqx.field(static=True)
+        levy_area: type = eqx.field(static=True, default=diffrax.BrownianIncrement)
+
+        @property
+        def t0(self):
+            return 0.0
+
+        @property
+        def t1(self):
+            return self.dt * self.increments.shape[0]
+
+        def evaluate(self, t0, t1=None, left=True, use_levy=False):
+            return self.increments[jnp.round(t0 / self.dt).astype(jnp.int32)]
+
+    def solve_one(p, y, inc):
+        bm = GridBrownian(inc, 1.0 / steps, jax.ShapeDtypeStruct(y.shape, y.dtype))
+        terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
+        sol = diffrax.diffeqsolve(
+            terms,
+            diffrax.Euler(),
+            0.0,
+            1.0,
+            dt0=1.0 / steps,
+            y0=y,
+            args=p,
+            saveat=diffrax.SaveAt(t1=True),
+            max_steps=steps + 1,
+        )
+        return sol.ys[0]
+
+    batch = y0.shape[0]
+    ys0 = jnp.asarray(y0.numpy())
+    keys = jax.random.PRNGKey(0)
+
+    def solve(p, y, key):  # the noise is drawn inside the timed call, as in probgen and torchsde
+        inc = jax.random.normal(key, (batch, steps, y.shape[1])) * (1.0 / steps) ** 0.5
+        return jax.vmap(solve_one, in_axes=(None, 0, 0))(p, y, inc)
+
+    if backward:
+        fn = jax.jit(jax.grad(lambda p, y, k: jnp.mean(solve(p, y, k) ** 2)))
+    else:
+        fn = jax.jit(solve)
 
     def run():
-        torch.randn(steps, *y0.shape, device=device).mul_((1.0 / steps) ** 0.5)
-        sync(device)
+        jax.block_until_ready(fn(params, ys0, keys))
 
     return run
 
 
-def time_interleaved(runners: dict, repeats: int, clock, stat) -> dict:
-    for run in runners.values():  # warm-up
-        run()
+def first_call(run) -> float:
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
+def time_interleaved(runners: dict, repeats: int, stat) -> dict:
+    for run in runners.values():  # warm-up (compiles on the first call)
         run()
     samples = {k: [] for k in runners}
     for _ in range(repeats):
         for k, run in runners.items():
-            t0 = clock()
+            t0 = time.process_time()
             run()
-            samples[k].append(clock() - t0)
+            samples[k].append(time.process_time() - t0)
     return {k: stat(v) for k, v in samples.items()}
 
 
@@ -179,92 +262,85 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--cases", default="all", help="comma-separated subset of case names")
-    parser.add_argument(
-        "--clock",
-        choices=["process", "wall"],
-        default=None,
-        help="process CPU time (default on CPU: robust to other jobs on a shared "
-        "machine when threads=1) or wall time (default on CUDA)",
-    )
-    parser.add_argument(
-        "--stat",
-        choices=["min", "median"],
-        default="min",
-        help="summary of the repeats: min (timeit's advice: noise from other jobs only adds) or median",
-    )
+    parser.add_argument("--chunk", type=int, default=compiled.DEFAULT_CHUNK)
+    parser.add_argument("--cpp-wrapper", action="store_true", help="inductor's C++ wrapper")
+    parser.add_argument("--no-compiled", action="store_true", help="skip the compiled column")
+    parser.add_argument("--cases", default="all", help="comma-separated substrings of case names")
+    parser.add_argument("--stat", choices=["min", "median"], default="min")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    clock_name = args.clock or ("wall" if device.type == "cuda" else "process")
-    clock = time.perf_counter if clock_name == "wall" else time.process_time
+    compiled.DEFAULT_CHUNK = args.chunk
+    if args.cpp_wrapper:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp_wrapper = True
     stat = min if args.stat == "min" else statistics.median
     torch.manual_seed(0)
+    try:
+        import diffrax
+        import jax
+
+        peer = f"jax {jax.__version__}, diffrax {diffrax.__version__}"
+    except ImportError:
+        peer = "diffrax not installed"
 
     cases = [
-        ("neural d=4, batch 32, forward", NeuralSDE, 32, False),
-        ("neural d=4, batch 32, fwd+bwd", NeuralSDE, 32, True),
-        ("neural d=4, batch 1024, forward", NeuralSDE, 1024, False),
-        ("neural d=4, batch 1024, fwd+bwd", NeuralSDE, 1024, True),
-        ("linear d=4, batch 65536, forward", LinearSDE, 65536, False),
+        ("neural d=4, batch 32, forward", "sde", NeuralSDE, 32, False),
+        ("neural d=4, batch 32, fwd+bwd", "sde", NeuralSDE, 32, True),
+        ("neural d=4, batch 1024, forward", "sde", NeuralSDE, 1024, False),
+        ("neural d=4, batch 1024, fwd+bwd", "sde", NeuralSDE, 1024, True),
+        ("linear d=4, batch 65536, forward", "sde", LinearSDE, 65536, False),
+        ("odeint rk4, neural d=4, batch 32", "ode", NeuralSDE, 32, False),
     ]
     if args.cases != "all":
         wanted = [c.strip() for c in args.cases.split(",")]
         cases = [c for c in cases if any(w in c[0] for w in wanted)]
 
     print(
-        f"# torch {torch.__version__}, torchsde {torchsde.__version__}, device {device}, "
-        f"threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
-        f"{args.steps} Euler steps, {args.stat} of {args.repeats}, {clock_name} time"
+        f"# torch {torch.__version__}, torchsde {torchsde.__version__}, torchdiffeq "
+        f"{torchdiffeq.__version__}, {peer}; threads {torch.get_num_threads()}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
+        f"{os.getloadavg()[0]:.1f}; {args.steps} steps, chunk {args.chunk}"
+        f"{', cpp_wrapper' if args.cpp_wrapper else ''}; {args.stat} of {args.repeats}, "
+        "process CPU time",
+        flush=True,
     )
     header = (
-        f"| {'case':34s} | probgen ms | torchsde ms | speed-up | bare f,g ms | overhead "
-        "| noise ms | vs f,g+noise |"
+        "| case | probgen eager ms | probgen compiled ms | torchsde / torchdiffeq ms | diffrax ms "
+        "| torchsde / eager | diffrax / compiled | compile s |"
     )
     print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for name, cls, batch, backward in cases:
-        sde = cls().to(device)
-        y0 = torch.randn(batch, 4, device=device)
-        runners = {
-            "probgen": make_runner("probgen", sde, y0, args.steps, backward, device),
-            "torchsde": make_runner("torchsde", sde, y0, args.steps, backward, device),
-            "bare": bare_runner(sde, y0, args.steps, backward, device),
-            "noise": noise_runner(y0, args.steps, device),
-        }
-        t = time_interleaved(
-            runners, args.repeats, clock, min if args.stat == "min" else statistics.median
-        )
+    print("|---" * 8 + "|", flush=True)
+    for name, kind, cls, batch, backward in cases:
+        torch.manual_seed(0)
+        model = cls()
+        y0 = torch.randn(batch, D)
+        repeats = args.repeats if batch <= 1024 else max(3, args.repeats // 3)
+        if kind == "sde":
+            runners = {"eager": sde_runner("eager", model, y0, args.steps, backward)}
+            if not args.no_compiled:
+                runners["compiled"] = sde_runner("compiled", model, y0, args.steps, backward)
+            runners["peer"] = sde_runner("torchsde", model, y0, args.steps, backward)
+            dfx = diffrax_runner(model, y0, args.steps, backward, linear=cls is LinearSDE)
+        else:
+            field = ODEField(model)
+            runners = {"eager": ode_runner("eager", field, y0, args.steps)}
+            if not args.no_compiled:
+                runners["compiled"] = ode_runner("compiled", field, y0, args.steps)
+            runners["peer"] = ode_runner("torchdiffeq", field, y0, args.steps)
+            dfx = None
+        compile_s = first_call(runners["compiled"]) if "compiled" in runners else float("nan")
+        if dfx is not None:
+            runners["diffrax"] = dfx
+        t = time_interleaved(runners, repeats, stat)
+        comp = t.get("compiled", float("nan"))
+        dif = t.get("diffrax", float("nan"))
         print(
-            f"| {name:34s} | {1e3 * t['probgen']:10.2f} | {1e3 * t['torchsde']:11.2f} | "
-            f"{t['torchsde'] / t['probgen']:7.2f}x | {1e3 * t['bare']:11.2f} | "
-            f"{t['probgen'] / t['bare']:7.2f}x | {1e3 * t['noise']:8.2f} | "
-            f"{t['probgen'] / (t['bare'] + t['noise']):11.2f}x |",
+            f"| {name} | {1e3 * t['eager']:.2f} | {1e3 * comp:.2f} | {1e3 * t['peer']:.2f} | "
+            f"{1e3 * dif:.2f} | {t['peer'] / t['eager']:.2f}x | {dif / comp:.2f}x | {compile_s:.0f} |",
             flush=True,
         )
-
-    # The solvers' own cost per step, with f and g free (cached tensors), batch 32, forward.
-    free = FreeSDE(32, 4, device)
-    y0 = torch.randn(32, 4, device=device)
-    ts = torch.tensor([0.0, 1.0], device=device)
-
-    def solve_with(lib):
-        def run():
-            with torch.no_grad():
-                lib.sdeint(free, y0, ts, method="euler", dt=1.0 / args.steps)
-            sync(device)
-
-        return run
-
-    t = time_interleaved(
-        {"probgen": solve_with(psde), "torchsde": solve_with(torchsde)}, args.repeats, clock, stat
-    )
-    print(
-        f"\nsolver cost per step with free f and g (batch 32, forward): probgen "
-        f"{1e6 * t['probgen'] / args.steps:.1f} us, torchsde {1e6 * t['torchsde'] / args.steps:.1f} us"
-    )
 
 
 if __name__ == "__main__":

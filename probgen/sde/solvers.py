@@ -31,6 +31,7 @@ References:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from itertools import islice, pairwise
@@ -689,13 +690,16 @@ def _sdeint_torchsde(
     adjoint_method,
     adjoint_params,
     adjoint_options,
+    extra=False,
+    extra_solver_state=None,
 ):
     import torchsde
 
     ts_t = torch.as_tensor(ts, dtype=y0.dtype, device=y0.device)
     if bm is None:
         if sde.noise_type == "diagonal":
-            m = y0.shape[1]
+            # with logqp torchsde integrates (y, KL) with diagonal noise of size d + 1
+            m = y0.shape[1] + (1 if logqp else 0)
         elif sde.noise_type == "scalar":
             m = 1
         elif hasattr(sde, "g") or hasattr(sde, "f_and_g"):
@@ -724,6 +728,8 @@ def _sdeint_torchsde(
         "dt_min": dt_min,
         "options": options,
         "logqp": logqp,
+        "extra": extra,
+        "extra_solver_state": extra_solver_state,
     }
     if adjoint:
         if not isinstance(sde, torch.nn.Module):
@@ -787,29 +793,39 @@ def sdeint(
     y0: Tensor,
     ts: Tensor | Sequence[float],
     bm: Callable[[Tensor, Tensor], Tensor] | None = None,
-    method: str | type[SDESolver] = "euler",
+    method: str | type[SDESolver] | None = None,
     dt: float = 1e-3,
-    *,
-    logqp: bool = False,
-    generator: torch.Generator | None = None,
-    options: dict[str, Any] | None = None,
-    names: dict[str, str] | None = None,
     adaptive: bool = False,
     rtol: float = 1e-5,
     atol: float = 1e-4,
     dt_min: float = 1e-5,
+    options: dict[str, Any] | None = None,
+    names: dict[str, str] | None = None,
+    logqp: bool = False,
+    extra: bool = False,
+    extra_solver_state: tuple[Tensor, ...] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    interpolate: bool = False,
     adjoint: bool = False,
     adjoint_method: str | None = None,
     adjoint_params: Sequence[Tensor] | None = None,
     adjoint_options: dict[str, Any] | None = None,
     check_finite: bool = True,
     y0_name: str = "y0",
+    compile: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Solve $dy = f(t, y)\,dt + g(t, y)\,dW$ from ``y0`` at ``ts[0]``; the state at every ``ts``.
 
-    Drop-in for ``torchsde.sdeint`` (same positional order, SDE protocol and returns). The
-    own methods run on the fast fixed-step path described in :mod:`probgen.sde.solvers`;
-    any other method, ``adaptive=True`` and ``adjoint=True`` call torchsde.
+    Drop-in for ``torchsde.sdeint``: torchsde's positional order (``sde, y0, ts, bm, method,
+    dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra, extra_solver_state``),
+    SDE protocol and returns; probgen's own arguments are keyword-only. The own methods run
+    on the fast fixed-step path described in :mod:`probgen.sde.solvers`; any other method,
+    ``adaptive=True`` and ``adjoint=True`` call torchsde. Differences from torchsde:
+    ``method=None`` picks ``"euler"`` (Ito) or ``"heun"`` (Stratonovich) and warns where
+    torchsde would pick ``srk`` or ``midpoint`` (:func:`probgen.sde.compat.default_sde_method`);
+    where ``dt`` does not divide the spacing of ``ts`` the grid differs unless
+    ``interpolate=True`` (see ``dt``); ``ts`` must be strictly increasing.
 
     Args:
         sde: a torchsde-protocol object: ``f(t, y)`` and ``g(t, y)`` or a fused
@@ -825,21 +841,35 @@ def sdeint(
         method: ``"euler"`` (Ito), ``"milstein"`` (Ito or Stratonovich, commutative noise),
             ``"heun"`` (Stratonovich); torchsde's ``"srk"``, ``"midpoint"``,
             ``"reversible_heun"``, ``"euler_heun"``, ``"log_ode"`` are delegated. A subclass
-            of :class:`SDESolver` runs on the fast path like the built-in ones.
+            of :class:`SDESolver` runs on the fast path like the built-in ones. ``None``:
+            ``"euler"`` for Ito, ``"heun"`` for Stratonovich SDEs (a one-time warning where
+            torchsde's default differs).
         dt: the step size. Each output interval is cut into ``ceil(span / dt)`` equal steps
             (torchsde instead keeps ``dt`` and interpolates linearly to ``ts``; the two agree
-            whenever ``dt`` divides the spacing of ``ts``).
-        logqp: also return the KL rate integral between outputs,
-            $\int_{t_{i-1}}^{t_i} \tfrac12 |u|^2 ds$ with $g u = f - h$ (Li et al. 2020).
-            With diagonal noise ``bm`` may have shape ``(batch, d)`` or, as torchsde requires
-            for its augmented state, ``(batch, d + 1)``.
-        generator: random generator for the increments (``None``: the global RNG).
-        options: method options; ``{"grad_free": True}`` for derivative-free Milstein.
-        names: torchsde's renaming of the SDE methods, e.g. ``{"drift": "drift_net"}``.
+            whenever ``dt`` divides the spacing of ``ts``; ``interpolate=True`` does what
+            torchsde does).
         adaptive: adaptive stepping (delegated to torchsde).
         rtol: relative tolerance of adaptive stepping.
         atol: absolute tolerance of adaptive stepping.
         dt_min: smallest step of adaptive stepping.
+        logqp: also return the KL rate integral between outputs,
+            $\int_{t_{i-1}}^{t_i} \tfrac12 |u|^2 ds$ with $g u = f - h$ (Li et al. 2020).
+            With diagonal noise ``bm`` may have shape ``(batch, d)`` or, as torchsde requires
+            for its augmented state, ``(batch, d + 1)``.
+        options: method options; ``{"grad_free": True}`` for derivative-free Milstein.
+        names: torchsde's renaming of the SDE methods, e.g. ``{"drift": "drift_net"}``.
+        extra: also return the solver's extra state (torchsde's ``extra``): ``()`` for the
+            own methods, which keep none; torchsde's for delegated ones (e.g. the
+            ``(f, g, z)`` of ``reversible_heun``).
+        extra_solver_state: the extra state to start from (torchsde's; passed through to
+            delegated methods; the own methods accept only ``None`` or ``()``).
+        generator: random generator for the increments (``None``: the global RNG).
+        interpolate: torchsde's fixed grid: steps of exactly ``dt`` from ``ts[0]``
+            (accumulated in the dtype of ``ts``, the last clipped at ``ts[-1]``) and outputs
+            interpolated linearly between the two grid points around each ``ts[i]``
+            (:func:`probgen.sde.compat.torchsde_grid`); with the same ``bm`` the result is
+            torchsde's. ``bm`` must then answer arbitrary times (not a ``BrownianGrid``
+            unless it holds that grid).
         adjoint: use the stochastic adjoint (``torchsde.sdeint_adjoint``; the SDE must be
             an ``nn.Module``).
         adjoint_method: torchsde method of the adjoint SDE.
@@ -849,22 +879,32 @@ def sdeint(
             NaN/inf (checked once, after the loop).
         y0_name: what error messages call ``y0``: a caller passes the name its own user
             knows (e.g. ``generate`` passes ``"x0"``).
+        compile: run the fixed-step solve in ``torch.compile``-d chunks of steps
+            (:mod:`probgen.sde.compiled`): the same results to float tolerance; the first call
+            per SDE object, shape, dtype and grad mode pays the compilation (cached after).
+            Own methods only.
 
     Returns:
         ``ys: (T, batch, d)``; with ``logqp`` the pair ``(ys, log_ratio)``, ``log_ratio:
-        (T - 1, batch)``.
+        (T - 1, batch)``; with ``extra`` the extra solver state last, as torchsde:
+        ``(ys, extra_solver_state)`` or ``(ys, log_ratio, extra_solver_state)``.
 
     Raises:
         TypeError / ValueError: bad ``sde``, ``y0``, ``ts``, ``dt``, ``bm`` shape, an unknown
             method, or a method that does not solve the SDE's type or noise type.
         SolverDivergedError: the state became non-finite.
     """
+    owner = sde
     if names:
         sde = _RenamedSDE(sde, dict(names))
     _check_sde(sde)
     _check_state(y0, y0_name, matrix=True)
     ts_list = _check_times(ts, increasing_only=True)
     dt = _check_dt(dt, allow_none=False)
+    if method is None:
+        from probgen.sde.compat import default_sde_method
+
+        method = default_sde_method(sde)
     solver_cls = _select_sde_solver(method, sde)
     own = solver_cls is not None
     has_g = hasattr(sde, "g") or hasattr(sde, "f_and_g")
@@ -874,6 +914,11 @@ def sdeint(
             "adaptive=True, adjoint=True and g_prod-only SDEs need a torchsde method name"
         )
     if not own or adaptive or adjoint or not has_g:
+        if compile:
+            raise ValueError(
+                f"compile=True runs probgen's fixed-step methods {sorted(SDE_METHODS)}; "
+                f"method={method!r} (adaptive={adaptive}, adjoint={adjoint}) is handled by torchsde"
+            )
         ys = _sdeint_torchsde(
             sde,
             y0,
@@ -892,15 +937,32 @@ def sdeint(
             adjoint_method=adjoint_method,
             adjoint_params=adjoint_params,
             adjoint_options=adjoint_options,
+            extra=extra,
+            extra_solver_state=extra_solver_state,
         )
         if check_finite:
             _raise_if_diverged(
-                ys[0] if logqp else ys, ts_list, f"sdeint(method={method!r}) [torchsde]", dt
+                ys[0] if logqp or extra else ys,
+                ts_list,
+                f"sdeint(method={method!r}) [torchsde]",
+                dt,
             )
         return ys
+    if extra_solver_state is not None and len(tuple(extra_solver_state)) != 0:
+        raise ValueError(
+            f"extra_solver_state must be None or () for method={method!r}, which keeps no extra "
+            f"state; got {len(tuple(extra_solver_state))} tensors (torchsde's reversible_heun "
+            "state goes with method='reversible_heun')"
+        )
 
     batch, d = y0.shape
-    times, counts = step_grid(ts_list, dt)
+    if interpolate:
+        from probgen.sde.compat import torchsde_grid
+
+        ts_dtype = ts.dtype if torch.is_tensor(ts) else y0.dtype
+        times, out_steps, weights = torchsde_grid(ts_list, dt, ts_dtype)
+    else:
+        times, counts = step_grid(ts_list, dt)
     grid_t, node_t = _node_times(times, solver_cls.nodes, y0.dtype, y0.device)
 
     terms = _SDETerms(sde)
@@ -928,7 +990,7 @@ def sdeint(
     else:
         y = y0
     solver = solver_cls(terms, options)
-    if not logqp:
+    if not logqp and not compile:
         _prime(solver, "f_and_g", (f0, g0))
 
     hs = [b - a for a, b in pairwise(times)]
@@ -952,13 +1014,38 @@ def sdeint(
         pad_noise = len(allowed) == 2 and got == allowed[0]
     if pad_noise:
         noise = [torch.cat([dW, dW.new_zeros(batch, 1)], dim=1) for dW in noise]
-    ys = torch.stack(_run(solver.step, y, counts, node_t, hs, noise), dim=0)
+    if compile:
+        from probgen.sde import compiled
+
+        chunk = compiled.DEFAULT_CHUNK
+        key = (solver_cls, repr(sorted((options or {}).items())), logqp, chunk, repr(names))
+
+        def chunk_fn(h: float) -> Callable:
+            return compiled.cached_chunk(
+                owner, (*key, h), lambda: solver_cls(terms, options).step
+            )
+
+        ends = out_steps if interpolate else list(itertools.accumulate(counts))
+        noise_t = torch.stack(list(noise)) if len(hs) else None
+        nodes = compiled.node_tensor(node_t, len(solver_cls.nodes), y)
+        ys = compiled.run_compiled(
+            chunk_fn, solver.step, y, ends, weights if interpolate else None, nodes, hs, noise_t, chunk
+        )
+        ys = torch.stack(ys, dim=0)
+    elif interpolate:
+        from probgen.sde.compat import run_interpolated
+
+        ys = torch.stack(
+            run_interpolated(solver.step, y, out_steps, weights, node_t, hs, noise), dim=0
+        )
+    else:
+        ys = torch.stack(_run(solver.step, y, counts, node_t, hs, noise), dim=0)
     if check_finite:
         _raise_if_diverged(ys, ts_list, f"sdeint(method={method!r})", dt)
     if logqp:
         ys, kl = ys[..., :-1], ys[..., -1]
-        return ys, kl[1:] - kl[:-1]
-    return ys
+        return (ys, kl[1:] - kl[:-1], ()) if extra else (ys, kl[1:] - kl[:-1])
+    return (ys, ()) if extra else ys
 
 
 def odeint(
@@ -971,30 +1058,50 @@ def odeint(
     rtol: float = 1e-7,
     atol: float = 1e-9,
     options: dict[str, Any] | None = None,
+    event_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     adjoint: bool = False,
     adjoint_params: Sequence[Tensor] | None = None,
     return_nfe: bool = False,
     check_finite: bool = True,
     y0_name: str = "y0",
-) -> Tensor | tuple[Tensor, int]:
+    compile: bool = False,
+) -> Any:
     r"""Solve $dy/dt = \mathrm{func}(t, y)$ from ``y0`` at ``ts[0]``; the state at every ``ts``.
 
-    Fixed-step ``euler`` / ``heun`` / ``rk4`` share ``sdeint``'s loop (grid as Python floats,
-    outputs stored only at ``ts``); ``dopri5`` and torchdiffeq's other adaptive methods
-    (``bosh3``, ``tsit5``, ``dopri8``, ``adaptive_heun``) are delegated to torchdiffeq.
+    Fixed-step ``euler`` / ``heun`` / ``rk4`` / ``rk38`` share ``sdeint``'s loop (grid as
+    Python floats, outputs stored only at ``ts``); ``dopri5`` and torchdiffeq's other methods
+    (``bosh3``, ``dopri8``, ``adaptive_heun``, ...) are delegated to torchdiffeq. For code
+    written for ``torchdiffeq.odeint``: tuple states, ``options`` (also the fixed-grid
+    ``step_size``, ``grid_constructor``, ``perturb``) and ``event_fn`` have torchdiffeq's
+    meaning; probgen's ``"rk4"`` is the classical method and torchdiffeq's ``"rk4"`` (the 3/8
+    rule) is ``"rk38"`` here; the default method is ``"rk4"`` (torchdiffeq's: ``"dopri5"``).
+    Gradients with respect to ``ts`` (``ts.requires_grad``) are computed by handing the solve
+    to torchdiffeq, which differentiates through its time grid.
 
     Args:
         func: the vector field ``func(t, y)``, ``t`` a 0-dim tensor, returning ``y``'s shape.
-        y0: initial state of any shape ``S`` (e.g. ``(batch, d)``).
+        y0: initial state of any shape ``S`` (e.g. ``(batch, d)``), or a tuple of such
+            tensors (one dtype and device; ``func`` then takes and returns tuples, and so
+            does the solve, as in torchdiffeq).
         ts: strictly increasing or strictly decreasing output times ``(T,)`` (decreasing
-            integrates backwards in time).
-        method: ``"euler"``, ``"heun"``, ``"rk4"`` (fixed step), ``"dopri5"`` (adaptive), or a
-            subclass of :class:`ODESolver`.
+            integrates backwards in time). If ``ts.requires_grad``, the solve is handed to
+            torchdiffeq (fixed-step ``"rk4"`` is not available there: use ``"rk38"``).
+        method: ``"euler"``, ``"heun"``, ``"rk4"`` (classical), ``"rk38"`` (3/8 rule,
+            torchdiffeq's ``"rk4"``) (fixed step), ``"dopri5"`` (adaptive), or a subclass of
+            :class:`ODESolver`.
         dt: step size of the fixed-step methods (``None``: one step per output interval); for
             adaptive methods the first step (optional).
         rtol: relative tolerance of the adaptive methods.
         atol: absolute tolerance of the adaptive methods.
-        options: extra torchdiffeq options for the adaptive methods.
+        options: torchdiffeq options. For the adaptive methods they are passed on; the
+            fixed-step methods take torchdiffeq's ``step_size`` (a grid of equal steps from
+            ``ts[0]``, the last one shortened; outputs interpolated linearly, as torchdiffeq)
+            or ``grid_constructor(func, y0, ts) -> grid`` (the same with the user's grid),
+            ``perturb`` (evaluate at the start and end of each step one ulp inside it), and
+            ``interp="linear"``; see :func:`probgen.sde.compat.torchdiffeq_grid`.
+        event_fn: ``event_fn(t, y) -> Tensor``: solve until it crosses zero; handed to
+            torchdiffeq with its meaning (``ts[0]`` is the start; fixed-step methods need
+            ``options={"step_size": ...}`` or ``dt``). Returns ``(event_t, ys)``.
         adjoint: adaptive methods only: ``torchdiffeq.odeint_adjoint`` (``func`` an ``nn.Module``).
         adjoint_params: parameters for the adjoint (default ``func.parameters()``).
         return_nfe: also return the number of ``func`` evaluations (for the adaptive methods
@@ -1002,40 +1109,110 @@ def odeint(
             not included).
         check_finite: raise :class:`~probgen.exceptions.SolverDivergedError` on NaN/inf outputs.
         y0_name: what error messages call ``y0`` (a caller passes its own argument's name).
+        compile: run a fixed-step solve in ``torch.compile``-d chunks of steps (as ``sdeint``'s
+            ``compile``; :mod:`probgen.sde.compiled`); same results to float tolerance.
 
     Returns:
-        ``ys: (T, *S)``, or ``(ys, nfe)`` with ``return_nfe=True``.
+        ``ys: (T, *S)`` (a tuple for a tuple ``y0``), or ``(ys, nfe)`` with
+        ``return_nfe=True``; with ``event_fn``, ``(event_t, ys)`` or ``(event_t, ys, nfe)``.
 
     Raises:
         TypeError / ValueError: bad ``y0``, ``ts``, ``dt``, method or output shape.
         SolverDivergedError: the state became non-finite, or the adaptive step size underflowed.
     """
+    kwargs = {
+        "rtol": rtol,
+        "atol": atol,
+        "options": options,
+        "adjoint": adjoint,
+        "adjoint_params": adjoint_params,
+        "return_nfe": return_nfe,
+        "check_finite": check_finite,
+    }
+    if compile and (event_fn is not None or (torch.is_tensor(ts) and ts.requires_grad)):
+        raise ValueError("compile=True is for the fixed-step solves probgen runs itself, not event_fn "
+                         "or ts.requires_grad (handled by torchdiffeq)")
+    if isinstance(y0, tuple):
+        from probgen.sde.compat import flatten_tuple_state
+
+        flat_func, flat_y0, unflatten = flatten_tuple_state(func, y0)
+        flat_event = None if event_fn is None else (lambda t, y: event_fn(t, flat_func.split(y)))
+        out = odeint(flat_func, flat_y0, ts, method, dt, event_fn=flat_event, compile=compile, y0_name=y0_name, **kwargs)
+        if event_fn is not None:
+            return (out[0], unflatten(out[1]), *out[2:])
+        return (unflatten(out[0]), out[1]) if return_nfe else unflatten(out)
     _check_state(y0, y0_name, matrix=False)
-    ts_list = _check_times(ts, increasing_only=False)
     if isinstance(method, type) and issubclass(method, ODESolver):
         solver_cls = method
     elif isinstance(method, str):
         solver_cls = ODE_METHODS.get(method)
+        if solver_cls is None and method == "rk38":
+            from probgen.sde.compat import RK38 as solver_cls
     else:
         raise TypeError(f"method must be a method name or an ODESolver subclass, got {method!r}")
+    if event_fn is not None or (torch.is_tensor(ts) and ts.requires_grad):
+        return _odeint_torchdiffeq_only(func, y0, ts, method, solver_cls, dt, event_fn, **kwargs)
+    ts_list = _check_times(ts, increasing_only=False)
     if solver_cls is not None:
         if adjoint:
             raise ValueError(
                 f"adjoint=True is only for the adaptive methods, not method={method!r}"
             )
         dt = _check_dt(dt, allow_none=True)
-        times, counts = step_grid(ts_list, dt)
+        opts = dict(options or {})
+        perturb = False
+        if opts:
+            from probgen.sde.compat import fixed_grid_options, torchdiffeq_grid
+
+            step_size, constructor, perturb = fixed_grid_options(opts)
+            if dt is not None and (step_size is not None or constructor is not None):
+                raise ValueError(
+                    f"pass either dt={dt} or options['step_size'] / options['grid_constructor'], "
+                    "not both"
+                )
+        interpolated = bool(opts) and (step_size is not None or constructor is not None)
+        if interpolated:
+            ts_t = torch.as_tensor(ts, dtype=y0.dtype, device=y0.device)
+            times, out_steps, weights = torchdiffeq_grid(func, y0, ts_t, step_size, constructor)
+        else:
+            times, counts = step_grid(ts_list, dt)
         grid_t, node_t = _node_times(times, solver_cls.nodes, y0.dtype, y0.device)
-        k1 = func(grid_t[0], y0)
+        if perturb:
+            from probgen.sde.compat import perturb_nodes
+
+            node_t = perturb_nodes(node_t, solver_cls.nodes, grid_t)
+        k1 = func(node_t[0][0] if node_t else grid_t[0], y0)
         if not torch.is_tensor(k1) or k1.shape != y0.shape:
             raise ValueError(
                 f"func(t, y) must return a tensor of y0's shape {tuple(y0.shape)}, got "
                 f"{tuple(k1.shape) if torch.is_tensor(k1) else type(k1).__name__}"
             )
         solver = solver_cls(func)
-        _prime(solver, "func", k1)
         hs = [b - a for a, b in pairwise(times)]
-        ys = torch.stack(_run(solver.step, y0, counts, node_t, hs), dim=0)
+        if compile:
+            from probgen.sde import compiled
+
+            chunk = compiled.DEFAULT_CHUNK
+
+            def chunk_fn(h: float) -> Callable:
+                return compiled.cached_chunk(func, (solver_cls, chunk, h), lambda: solver_cls(func).step)
+
+            ends = out_steps if interpolated else list(itertools.accumulate(counts))
+            nodes = compiled.node_tensor(node_t, len(solver_cls.nodes), y0)
+            ys = compiled.run_compiled(
+                chunk_fn, solver.step, y0, ends, weights if interpolated else None, nodes, hs,
+                None, chunk, affine=True,
+            )
+            ys = torch.stack(ys, dim=0)
+        elif interpolated:
+            from probgen.sde.compat import run_interpolated
+
+            _prime(solver, "func", k1)
+            ys = run_interpolated(solver.step, y0, out_steps, weights, node_t, hs, affine=True)
+            ys = torch.stack(ys, dim=0)
+        else:
+            _prime(solver, "func", k1)
+            ys = torch.stack(_run(solver.step, y0, counts, node_t, hs), dim=0)
         nfe = solver_cls.stages * (len(times) - 1)
     else:
         import torchdiffeq
@@ -1046,7 +1223,7 @@ def odeint(
             torchdiffeq_methods = None
         if torchdiffeq_methods is not None and method not in torchdiffeq_methods:
             raise ValueError(
-                f"method={method!r} is unknown; allowed: {sorted(ODE_METHODS)} (fixed step) or a "
+                f"method={method!r} is unknown; allowed: {sorted([*ODE_METHODS, 'rk38'])} (fixed step) or a "
                 f"torchdiffeq method such as 'dopri5' ({sorted(torchdiffeq_methods)})"
             )
         nfe_box = [0]
@@ -1092,6 +1269,70 @@ def odeint(
     if check_finite:
         _raise_if_diverged(ys, ts_list, f"odeint(method={method!r})", dt)
     return (ys, nfe) if return_nfe else ys
+
+
+def _odeint_torchdiffeq_only(
+    func, y0, ts, method, solver_cls, dt, event_fn, *, rtol, atol, options, adjoint,
+    adjoint_params, return_nfe, check_finite,
+):
+    """The solves that only torchdiffeq does: ``event_fn`` and gradients with respect to ``ts``."""
+    import torchdiffeq
+
+    from probgen.sde.compat import torchdiffeq_method
+
+    why = "event_fn" if event_fn is not None else "a solve with ts.requires_grad"
+    opts = dict(options or {})
+    if solver_cls is not None:
+        if solver_cls not in (ODE_METHODS.get(method), _compat_rk38()):
+            raise TypeError(
+                f"{why} is handled by torchdiffeq and needs a method name, got {method!r}"
+            )
+        name = torchdiffeq_method(method, why)
+        if dt is not None:
+            if "step_size" in opts:
+                raise ValueError(f"pass either dt={dt} or options['step_size'], not both")
+            opts["step_size"] = _check_dt(dt, allow_none=False)
+    else:
+        name = method
+        if dt is not None:
+            opts.setdefault("first_step", _check_dt(dt, allow_none=False))
+    if not torch.is_tensor(ts):
+        ts = torch.as_tensor([float(t) for t in ts], dtype=y0.dtype, device=y0.device)
+    if ts.dim() != 1 or len(ts) < 1:
+        raise ValueError(f"ts must be a non-empty 1-D tensor, got shape {tuple(ts.shape)}")
+    if event_fn is not None and len(ts) == 1:  # torchdiffeq wants (t0, t0 + 1): forward in time
+        ts = torch.cat([ts, ts.detach() + 1.0])
+    nfe_box = [0]
+
+    def counted(t: Tensor, y: Tensor) -> Tensor:
+        nfe_box[0] += 1
+        return func(t, y)
+
+    if adjoint:
+        if not isinstance(func, torch.nn.Module):
+            raise TypeError("adjoint=True needs func to be a torch.nn.Module")
+        params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
+        out = torchdiffeq.odeint_adjoint(
+            _CountedModule(func, nfe_box), y0, ts, rtol=rtol, atol=atol, method=name,
+            options=opts, event_fn=event_fn, adjoint_params=params,
+        )
+    else:
+        out = torchdiffeq.odeint(
+            counted, y0, ts, rtol=rtol, atol=atol, method=name, options=opts, event_fn=event_fn
+        )
+    ys = out if event_fn is None else out[1]
+    if check_finite:
+        times = ts.detach().cpu().tolist() if event_fn is None else [float(ts[0]), float(out[0])]
+        _raise_if_diverged(ys, times, f"odeint(method={method!r}) [torchdiffeq]", dt)
+    if event_fn is None:
+        return (ys, nfe_box[0]) if return_nfe else ys
+    return (out[0], ys, nfe_box[0]) if return_nfe else (out[0], ys)
+
+
+def _compat_rk38() -> type[ODESolver]:
+    from probgen.sde.compat import RK38
+
+    return RK38
 
 
 class _CountedModule(torch.nn.Module):

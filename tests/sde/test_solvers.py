@@ -251,7 +251,7 @@ def test_gradient_wrt_initial_state_matches_exact_gbm_derivative():
     # derivative is prod_k (1 + mu h + sigma dW_k) = X_T^{Euler} / X_0 exactly.
     sde = LinearSDE(0.3, 0.5)
     y0 = torch.full((6, 1), 2.0, dtype=F64, requires_grad=True)
-    ys = sdeint(sde, y0, [0.0, 1.0], dt=0.01, generator=make_generator(8))
+    ys = sdeint(sde, y0, [0.0, 1.0], method="euler", dt=0.01, generator=make_generator(8))
     (grad,) = torch.autograd.grad(ys[-1].sum(), y0)
     torch.testing.assert_close(grad, ys[-1].detach() / 2.0)
 
@@ -287,7 +287,7 @@ def test_euler_weak_order_one_on_ou_mean_and_variance():
         # Antithetic pairs (dW, -dW): the Euler state is linear in the increments, so the noise
         # cancels in the mean; the variance keeps its Monte Carlo error.
         bm = BrownianGrid(times, increments=torch.cat([z, -z], dim=1))
-        xs = sdeint(OU(theta, sigma), torch.full((n, 1), x0, dtype=F64), [0.0, T], dt=dt, bm=bm)[-1]
+        xs = sdeint(OU(theta, sigma), torch.full((n, 1), x0, dtype=F64), [0.0, T], method="euler", dt=dt, bm=bm)[-1]
         dts.append(dt)
         mean_err.append(abs(xs.mean().item() - exact_mean))
         var_err.append(abs(xs.var().item() - exact_var))
