@@ -15,6 +15,7 @@ All time stepping is :func:`probgen.sde.odeint` / :func:`probgen.sde.sdeint`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -43,10 +44,34 @@ def _check_common(x: Tensor, steps, t_span) -> tuple[float, float]:
 def _eps_fn(eps) -> Callable[[Tensor], Tensor | float]:
     if callable(eps):
         return eps
-    if not isinstance(eps, (int, float)) or eps < 0:
-        raise ValueError(f"eps must be a float >= 0 or a callable eps(t), got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite float >= 0 or a callable eps(t), got {eps!r}")
     value = float(eps)
     return lambda t: value
+
+
+def _eps_is_zero(eps) -> bool:
+    """True for a constant eps of 0 (decided on the Python value: no device sync)."""
+    return not callable(eps) and float(eps) == 0.0
+
+
+def _check_eps_on_grid(eps_fn, times: Tensor) -> None:
+    """Evaluate a diffusion coefficient at every solver time once, before the solve.
+
+    One host sync for the whole solve (instead of one per step); a negative or non-finite
+    $\\epsilon(t)$ raises here rather than surfacing as a NaN from $\\sqrt{2\\epsilon}$ mid-solve.
+
+    Raises:
+        ValueError: ``eps(t) < 0`` or not finite at some grid time.
+    """
+    values = torch.stack([torch.as_tensor(eps_fn(t), dtype=times.dtype, device=times.device).reshape(()) for t in times.unbind(0)])
+    bad = ~(torch.isfinite(values) & (values >= 0))
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"eps must be >= 0 and finite at every solver time (it enters sqrt(2 eps)); the callable eps gave "
+            f"eps({float(times[k]):.6g}) = {float(values[k])!r}"
+        )
 
 
 class _Flat:
@@ -71,10 +96,12 @@ class _InterpolantSDE:
 
     def f_and_g(self, tau: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         self.counter[0] += 1
-        t = self.time_map(tau)
-        eps = torch.as_tensor(self.eps(t), dtype=y.dtype, device=y.device)
+        eps = self.eps(self.time_map(tau))
+        if not isinstance(eps, Tensor):
+            eps = torch.as_tensor(eps, dtype=y.dtype, device=y.device)
         b = self.velocity(tau, y)
-        drift = b if float(eps) == 0.0 else b + self.sign * eps * self.score(tau, y)
+        # score is None exactly when eps is the constant 0 (decided before the solve: no per-step sync)
+        drift = b if self.score is None else b + self.sign * eps * self.score(tau, y)
         direction = 1.0 if self.sign > 0 else -1.0
         return direction * drift, torch.sqrt(2.0 * eps).expand_as(y)
 
@@ -126,8 +153,9 @@ def generate(
         The samples at the end time ``(batch, *event)``, or ``(samples, nfe)``.
 
     Raises:
-        ValueError: bad ``method``, ``solver``, ``direction``, ``steps``, ``t_span``, ``eps``, or
-            a missing ``score``.
+        ValueError: bad ``method``, ``solver``, ``direction``, ``steps``, ``t_span``, ``eps`` (a
+            callable ``eps`` is evaluated once at every solver time, and a negative or non-finite
+            value is refused before the solve), or a missing ``score``.
         SolverDivergedError: the solve produced NaN/inf.
     """
     t0, t1 = _check_common(x0, steps, t_span)
@@ -157,11 +185,22 @@ def generate(
     if solver not in SDE_SOLVERS:
         raise ValueError(f"SDE solver must be one of {SDE_SOLVERS}, got {solver!r}")
     eps_fn = _eps_fn(eps)
-    if score is None and not (isinstance(eps, (int, float)) and eps == 0):
+    if _eps_is_zero(eps):
+        score = None  # b alone: never evaluate s
+        const = torch.zeros((), dtype=x0.dtype, device=x0.device)
+        eps_fn = lambda t: const  # noqa: E731
+    elif score is None:
         raise ValueError("method='sde' with eps != 0 needs the score s(t, x): pass score=...")
+    elif not callable(score):
+        raise TypeError(f"score must be callable, got {type(score).__name__}")
+    elif not callable(eps):
+        const = torch.tensor(float(eps), dtype=x0.dtype, device=x0.device)
+        eps_fn = lambda t: const  # noqa: E731
     # Solver time tau runs forward over [0, t1 - t0]; physical time t = t0 + tau (forward)
     # or t1 - tau (backward).
     time_map = (lambda tau: t0 + tau) if direction == "forward" else (lambda tau: t1 - tau)
+    if callable(eps):
+        _check_eps_on_grid(eps_fn, time_map(torch.linspace(0.0, t1 - t0, steps + 1, dtype=x0.dtype, device=x0.device)))
     sign = 1.0 if direction == "forward" else -1.0
     counter = [0]
     sde = _InterpolantSDE(

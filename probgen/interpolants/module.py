@@ -10,14 +10,28 @@ import torch
 from torch import Tensor
 
 from probgen.base import ProbgenModule
-from probgen.interpolants.couplings import make_coupling
-from probgen.interpolants.generate import generate
+from probgen.interpolants.couplings import IndependentCoupling, make_coupling
+from probgen.interpolants.generate import ODE_SOLVERS, generate
 from probgen.interpolants.likelihood import bits_per_dim, log_likelihood
-from probgen.interpolants.networks import TimeMLP
-from probgen.interpolants.objectives import make_objective
+from probgen.interpolants.networks import ACTIVATIONS, TimeMLP
+from probgen.interpolants.objectives import VelocityObjective, make_objective, valid_time_interval
 from probgen.interpolants.paths import Interpolant
 
 __all__ = ["StochasticInterpolant", "GaussianBase"]
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _number(name: str, value, lo: float, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
+        raise ValueError(f"{name} must be a number in {left}{lo}, {hi}{right}, got {value!r}")
 
 
 class GaussianBase:
@@ -73,8 +87,12 @@ class StochasticInterpolant(ProbgenModule):
         base_kwargs: passed to the toy density.
         base_scale: $\\sigma$ of the Gaussian base.
         coupling: ``"independent"`` or ``"ot"`` (minibatch optimal transport).
-        t_min, t_max: training times are uniform on ``[t_min, t_max]``; None takes the
-            interpolant's ``t_bounds``. Sampling and likelihood use the same interval.
+        t_min, t_max: training times are uniform on ``[t_min, t_max]``; None takes the valid
+            interval that :func:`~probgen.interpolants.objectives.valid_time_interval` derives from
+            the path and the objective (and the score, when ``sample_method="sde"``): e.g. the
+            one-sided linear path with the denoiser objective starts at $t = 10^{-3}$ because
+            $b$ divides by $\\beta(0) = 0$. Values outside that interval are refused.
+            Sampling and likelihood use the same interval.
         lr, weight_decay: AdamW.
         lr_schedule: ``"cosine"`` (to ``lr_min_ratio * lr`` at the last step, after
             ``warmup_steps`` linear warm-up) or ``"constant"``.
@@ -140,7 +158,39 @@ class StochasticInterpolant(ProbgenModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        _positive_int("dim", dim)
+        if hidden_dims is not None and (
+            not isinstance(hidden_dims, (list, tuple)) or not hidden_dims or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden_dims)
+        ):
+            raise ValueError(f"hidden_dims must be a non-empty list of positive integers, got {hidden_dims!r}")
         hidden_dims = [256, 256, 256] if hidden_dims is None else list(hidden_dims)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        _positive_int("time_frequencies", time_frequencies, 0)
+        _positive_int("space_frequencies", space_frequencies, 0)
+        _number("space_scale", space_scale, 0.0, lo_open=True)
+        _number("gamma_scale", gamma_scale, 0.0)
+        _number("base_scale", base_scale, 0.0, lo_open=True)
+        if base_kwargs is not None and not isinstance(base_kwargs, dict):
+            raise TypeError(f"base_kwargs must be a dict or None, got {type(base_kwargs).__name__}")
+        _number("lr", lr, 0.0, lo_open=True)
+        _number("weight_decay", weight_decay, 0.0)
+        _positive_int("warmup_steps", warmup_steps, 0)
+        _number("lr_min_ratio", lr_min_ratio, 0.0, 1.0)
+        _number("grad_clip", grad_clip, 0.0)
+        _positive_int("sample_steps", sample_steps)
+        _number("sample_eps", sample_eps, 0.0)
+        _positive_int("nll_steps", nll_steps)
+        _positive_int("nll_num_probes", nll_num_probes)
+        _positive_int("val_nll_samples", val_nll_samples, 0)
+        if bpd_scale is not None:
+            _number("bpd_scale", bpd_scale, 0.0, lo_open=True)
+        _positive_int("plot_every_n_val", plot_every_n_val, 0)
+        _positive_int("num_plot_samples", num_plot_samples)
+        if nll_solver not in ODE_SOLVERS:
+            raise ValueError(f"nll_solver must be one of {ODE_SOLVERS}, got {nll_solver!r}")
+        if sample_solver not in ODE_SOLVERS:  # the SDE sampler is Euler-Maruyama
+            raise ValueError(f"sample_solver must be one of {ODE_SOLVERS} (the ODE solver of sample_method='ode'), got {sample_solver!r}")
         self.interpolant = Interpolant(path=path, gamma=gamma, gamma_scale=gamma_scale)
         self.objective = make_objective(objective, antithetic=antithetic)
         self.coupling = make_coupling(coupling)
@@ -161,11 +211,22 @@ class StochasticInterpolant(ProbgenModule):
                 f"coupling={coupling!r} makes x0 depend on x1, but objective {objective!r} on a one-sided path "
                 "treats x0 as independent noise: use objective='velocity' or coupling='independent'"
             )
-        lo, hi = self.interpolant.t_bounds
+        needs_score = sample_method == "sde" and sample_eps > 0
+        if needs_score and self._score_refusal() is not None:
+            raise ValueError(f"sample_method='sde' with sample_eps={sample_eps}: {self._score_refusal()}")
+        lo, hi = valid_time_interval(self.interpolant, self.objective, score=needs_score)
         self.t_min = lo if t_min is None else float(t_min)
         self.t_max = hi if t_max is None else float(t_max)
-        if not 0.0 <= self.t_min < self.t_max <= 1.0:
-            raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}")
+        if not lo <= self.t_min < self.t_max <= hi:
+            raise ValueError(
+                f"t_min, t_max must satisfy {lo} <= t_min < t_max <= {hi} for path {path!r} with objective {objective!r}"
+                f"{' and SDE sampling' if needs_score else ''} (outside it a field divides by zero), "
+                f"got t_min={self.t_min}, t_max={self.t_max}"
+            )
+        if self.interpolant.kind == "mirror" and val_nll_samples > 0:
+            raise ValueError(
+                f"a mirror interpolant has no base density, so it has no likelihood: set val_nll_samples=0, got {val_nll_samples}"
+            )
         for name, value, allowed in (
             ("lr_schedule", lr_schedule, ("cosine", "constant")),
             ("sample_method", sample_method, ("ode", "sde")),
@@ -193,6 +254,19 @@ class StochasticInterpolant(ProbgenModule):
 
         return call
 
+    def _score_refusal(self) -> str | None:
+        """Why this model has no (correct) score, or None."""
+        I, hp = self.interpolant, self.hparams
+        if isinstance(self.objective, VelocityObjective) and I.kind == "one_sided" and not isinstance(self.coupling, IndependentCoupling):
+            return (
+                f"the score of objective 'velocity' on a one-sided path comes from score_from_velocity, which assumes x0 is "
+                f"independent N(0, I) noise; coupling={hp.coupling!r} makes x0 depend on x1, so that score is wrong: use "
+                "coupling='independent', or an objective that learns the score ('velocity_denoiser') on a two-sided path"
+            )
+        if self.objective.score(lambda t, x: {}, I) is None:  # a field-free probe: is s identified?
+            return f"objective {hp.objective!r} on path {hp.path!r} does not identify the score"
+        return None
+
     def _eval_net(self) -> torch.nn.Module:
         return self.ema_net if self.ema_net is not None else self.net
 
@@ -202,7 +276,15 @@ class StochasticInterpolant(ProbgenModule):
         return self.objective.velocity(self.fields(net), self.interpolant)
 
     def score_field(self, ema: bool = True):
-        """The score $s(t, x)$ if the objective identifies it, else None."""
+        """The score $s(t, x)$ of the trained model.
+
+        Raises:
+            ValueError: the objective does not identify the score, or the coupling breaks the
+                derivation (OT coupling with the velocity objective on a one-sided path).
+        """
+        reason = self._score_refusal()
+        if reason is not None:
+            raise ValueError(reason)
         net = self._eval_net() if ema else self.net
         return self.objective.score(self.fields(net), self.interpolant)
 
@@ -259,7 +341,13 @@ class StochasticInterpolant(ProbgenModule):
 
     # ------------------------------------------------------------------------- evaluation
     def nll(self, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """$-\\log\\rho_1(x_1)$ in nats per sample under the EMA model, ``(batch,)``."""
+        """$-\\log\\rho_1(x_1)$ in nats per sample under the EMA model, ``(batch,)``.
+
+        Raises:
+            ValueError: for a mirror interpolant (no base density, hence no likelihood).
+        """
+        if self.interpolant.kind == "mirror":
+            raise ValueError("a mirror interpolant maps the data to itself through noise: it has no base density and no likelihood")
         hp = self.hparams
         x1 = x1.reshape(x1.shape[0], -1)
         lp = log_likelihood(
@@ -294,7 +382,8 @@ class StochasticInterpolant(ProbgenModule):
         g = torch.Generator(device=x1.device).manual_seed(batch_idx)
         loss, _ = self._loss(x1, self._eval_net(), generator=g)
         self.log("test/loss", loss, batch_size=len(x1))
-        self._log_nll("test", x1)
+        if self.interpolant.kind != "mirror":
+            self._log_nll("test", x1)
 
     def on_validation_epoch_end(self):
         self._val_runs += 1
@@ -338,9 +427,11 @@ class StochasticInterpolant(ProbgenModule):
         if self.interpolant.kind == "mirror":
             raise ValueError("a mirror interpolant maps the data to itself: sample from the data, not from the model")
         x0 = self.base.sample(num_samples, generator, dtype, self.device)
-        score = self.score_field() if method == "sde" else None
-        if method == "sde" and eps and score is None:
-            raise ValueError(f"objective {hp.objective!r} on path {hp.path!r} gives no score: SDE sampling needs one")
+        score = self.score_field() if method == "sde" and eps else None  # raises if there is none
+        t_span = (self.t_min, self.t_max)
+        if score is not None:  # the score may be singular where b is not
+            lo, hi = valid_time_interval(self.interpolant, self.objective, score=True)
+            t_span = (max(lo, self.t_min), min(hi, self.t_max))
         return generate(
             self.velocity_field(),
             x0,
@@ -349,6 +440,6 @@ class StochasticInterpolant(ProbgenModule):
             score=score,
             eps=(lambda t: eps * (1.0 - t)) if schedule == "vanishing" and eps else eps,
             solver=overrides.get("solver", hp.sample_solver if method == "ode" else "euler"),
-            t_span=(self.t_min, self.t_max),
+            t_span=t_span,
             generator=generator,
         )
