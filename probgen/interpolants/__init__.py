@@ -11,7 +11,8 @@ from probgen.interpolants.couplings import COUPLINGS, Coupling, IndependentCoupl
 from probgen.interpolants.gaussian import GaussianMixtureFields, standard_normal
 from probgen.interpolants.generate import generate
 from probgen.interpolants.module import StochasticInterpolant
-from probgen.interpolants.networks import TimeMLP
+from probgen.interpolants.guidance import guide, guided_fields
+from probgen.interpolants.networks import ConditionEmbedding, TimeMLP, UNet
 from probgen.interpolants.likelihood import bits_per_dim, divergence, log_likelihood
 from probgen.interpolants.objectives import (
     OBJECTIVES,
@@ -24,6 +25,7 @@ from probgen.interpolants.objectives import (
     denoiser_from_score,
     make_objective,
     score_from_denoiser,
+    valid_time_interval,
     score_from_velocity,
     velocity_from_denoiser,
     velocity_from_score,
@@ -54,6 +56,10 @@ from probgen.interpolants.paths import (
 __all__ = [
     "StochasticInterpolant",
     "TimeMLP",
+    "UNet",
+    "ConditionEmbedding",
+    "guided_fields",
+    "guide",
     "Interpolant",
     "InterpolantSample",
     "Path",
@@ -81,6 +87,7 @@ __all__ = [
     "VelocityDenoiserObjective",
     "OBJECTIVES",
     "make_objective",
+    "valid_time_interval",
     "velocity_from_v_and_score",
     "score_from_denoiser",
     "denoiser_from_score",

@@ -55,7 +55,9 @@ def divergence(
     Args:
         field: the map, called once on the whole batch.
         x: ``(batch, d)``.
-        method: ``"exact"`` (``vmap(jacrev)``: $d$ backward passes, fine for small $d$) or
+        method: ``"exact"`` (``vmap(jacrev)``: $d$ backward passes, fine for small $d$),
+            ``"exact_batch"`` (the same trace from $d$ vector-Jacobian products on the whole
+            batch, no ``vmap``: for fields that close over per-sample data, e.g. a condition) or
             ``"hutchinson"``.
         probes: ``(num_probes, batch, d)`` for Hutchinson.
 
@@ -70,6 +72,16 @@ def divergence(
 
         jac, out = torch.func.vmap(torch.func.jacrev(single, has_aux=True))(x)
         return out, jac.diagonal(dim1=-2, dim2=-1).sum(-1)
+    if method == "exact_batch":
+        out, vjp_fn = torch.func.vjp(field, x)
+        div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        basis = torch.zeros_like(x)
+        for i in range(x.shape[1]):
+            basis.zero_()
+            basis[:, i] = 1.0
+            (v,) = vjp_fn(basis)
+            div = div + v[:, i]
+        return out, div
     if method == "hutchinson":
         if probes is None:
             raise ValueError("divergence(method='hutchinson') needs probes (num_probes, batch, d)")
@@ -79,7 +91,7 @@ def divergence(
             (v,) = vjp_fn(eps)
             div = div + (v * eps).sum(-1)
         return out, div / probes.shape[0]
-    raise ValueError(f"divergence method must be 'exact' or 'hutchinson', got {method!r}")
+    raise ValueError(f"divergence method must be 'exact', 'exact_batch' or 'hutchinson', got {method!r}")
 
 
 def _probes(kind: str, num: int, shape, dtype, device, generator) -> Tensor:
@@ -118,7 +130,7 @@ def log_likelihood(
         x1: points ``(batch, *event)``.
         base_log_prob: $\\log\\rho_0$, ``(batch, *event) -> (batch,)``.
         steps: fixed steps over ``t_span`` (``dopri5`` ignores it).
-        divergence: ``"exact"`` or ``"hutchinson"``.
+        divergence: ``"exact"``, ``"exact_batch"`` (see :func:`divergence`) or ``"hutchinson"``.
         method: ``"ode"`` (probability flow) or ``"sde"``: the log-mean-exp over ``num_paths``
             backward-SDE paths per point of the estimator $L$ above, which estimates the log density
             of the model's forward SDE $dX = [b + \\epsilon s]dt + \\sqrt{2\\epsilon}dW$ from $\\rho_0$
@@ -146,8 +158,8 @@ def log_likelihood(
         SolverDivergedError: the solve produced NaN/inf.
     """
     t0, t1 = _check_common(x1, steps, t_span)
-    if divergence not in ("exact", "hutchinson"):
-        raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
+    if divergence not in ("exact", "exact_batch", "hutchinson"):
+        raise ValueError(f"divergence must be 'exact', 'exact_batch' or 'hutchinson', got {divergence!r}")
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes must be a positive integer, got {num_probes!r}")
     if method not in ("ode", "sde"):
@@ -254,7 +266,7 @@ def _div_at(field: Field, t: Tensor, x: Tensor, shape, method: str, probes: Tens
     def batched(xx: Tensor) -> Tensor:
         return field(t.expand(batch), xx.reshape(batch, *shape)).reshape(batch, -1)
 
-    return divergence(batched, x, method="hutchinson", probes=probes)
+    return divergence(batched, x, method=method, probes=probes)
 
 
 def bits_per_dim(log_prob: Tensor, dim: int, scale: float = 1.0) -> Tensor:
