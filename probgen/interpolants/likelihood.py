@@ -43,6 +43,7 @@ from probgen.sde import odeint, sdeint
 __all__ = ["log_likelihood", "divergence", "bits_per_dim"]
 
 Field = Callable[[Tensor, Tensor], Tensor]
+LIKELIHOOD_SOLVERS = tuple(m for m in ODE_SOLVERS if m != "edm")
 
 
 def divergence(
@@ -183,8 +184,8 @@ def log_likelihood(
         )
 
     if method == "ode":
-        if solver not in ODE_SOLVERS:
-            raise ValueError(f"ODE solver must be one of {ODE_SOLVERS}, got {solver!r}")
+        if solver not in LIKELIHOOD_SOLVERS:
+            raise ValueError(f"ODE solver must be one of {LIKELIHOOD_SOLVERS}, got {solver!r}")
 
         def func(t: Tensor, y: Tensor) -> Tensor:
             # forward-time ODE (dx/dt = b, dA/dt = div b) solved from t1 down to t0

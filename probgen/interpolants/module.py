@@ -12,7 +12,7 @@ from torch import Tensor
 from probgen.base import ProbgenModule
 from probgen.interpolants.couplings import IndependentCoupling, make_coupling
 from probgen.interpolants.generate import ODE_SOLVERS, generate
-from probgen.interpolants.likelihood import bits_per_dim, log_likelihood
+from probgen.interpolants.likelihood import LIKELIHOOD_SOLVERS, bits_per_dim, log_likelihood
 from probgen.interpolants.guidance import guided_fields
 from probgen.interpolants.networks import ACTIVATIONS, TimeMLP, UNet
 from probgen.interpolants.objectives import VelocityObjective, make_objective, valid_time_interval
@@ -230,8 +230,8 @@ class StochasticInterpolant(ProbgenModule):
             _number("bpd_scale", bpd_scale, 0.0, lo_open=True)
         _positive_int("plot_every_n_val", plot_every_n_val, 0)
         _positive_int("num_plot_samples", num_plot_samples)
-        if nll_solver not in ODE_SOLVERS:
-            raise ValueError(f"nll_solver must be one of {ODE_SOLVERS}, got {nll_solver!r}")
+        if nll_solver not in LIKELIHOOD_SOLVERS:
+            raise ValueError(f"nll_solver must be one of {LIKELIHOOD_SOLVERS}, got {nll_solver!r}")
         if sample_solver not in ODE_SOLVERS:  # the SDE sampler is Euler-Maruyama
             raise ValueError(f"sample_solver must be one of {ODE_SOLVERS} (the ODE solver of sample_method='ode'), got {sample_solver!r}")
         self.interpolant = Interpolant(path=path, gamma=gamma, gamma_scale=gamma_scale)
@@ -506,14 +506,15 @@ class StochasticInterpolant(ProbgenModule):
                 through the classes ``0, 1, ..., K-1, 0, ...``; tensor-conditional models need
                 ``cond`` unless ``guidance=0``.
             **overrides: ``method``, ``solver``, ``steps``, ``eps``, ``eps_schedule``,
-                ``guidance`` to override the ``sample_*`` settings and the guidance weight.
+                ``guidance`` to override the ``sample_*`` settings and the guidance weight;
+                ``grid``, ``rho``, ``denoise_last`` are passed to :func:`~probgen.interpolants.generate`.
 
         Returns:
             ``(num_samples, dim)``.
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        allowed = {"method", "solver", "steps", "eps", "eps_schedule", "guidance"}
+        allowed = {"method", "solver", "steps", "eps", "eps_schedule", "guidance", "grid", "rho", "denoise_last"}
         unknown = set(overrides) - allowed
         if unknown:
             raise ValueError(f"unknown sample overrides {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -546,6 +547,7 @@ class StochasticInterpolant(ProbgenModule):
             solver=overrides.get("solver", hp.sample_solver if method == "ode" else "euler"),
             t_span=t_span,
             generator=generator,
+            **{k: overrides[k] for k in ("grid", "rho", "denoise_last") if k in overrides},
         )
 
     def _sample_cond(self, n: int, cond: Tensor | None, guidance: float) -> Tensor | None:
