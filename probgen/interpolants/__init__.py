@@ -7,7 +7,15 @@ samples with the probability-flow ODE or forward/backward SDEs on :mod:`probgen.
 estimator. :class:`StochasticInterpolant` is the LightningModule.
 """
 
-from probgen.interpolants.couplings import COUPLINGS, Coupling, IndependentCoupling, MinibatchOTCoupling, make_coupling
+from probgen.interpolants.couplings import (
+    COUPLINGS,
+    Coupling,
+    IndependentCoupling,
+    MinibatchOTCoupling,
+    SinkhornCoupling,
+    make_coupling,
+    sinkhorn_plan,
+)
 from probgen.interpolants.gaussian import GaussianMixtureFields, standard_normal
 from probgen.interpolants.generate import generate
 from probgen.interpolants.module import StochasticInterpolant
@@ -97,6 +105,8 @@ __all__ = [
     "Coupling",
     "IndependentCoupling",
     "MinibatchOTCoupling",
+    "SinkhornCoupling",
+    "sinkhorn_plan",
     "COUPLINGS",
     "make_coupling",
     "generate",

@@ -102,7 +102,8 @@ class StochasticInterpolant(ProbgenModule):
             from :mod:`probgen.data.toy2d` (a non-Gaussian base, two-sided paths only).
         base_kwargs: passed to the toy density.
         base_scale: $\\sigma$ of the Gaussian base.
-        coupling: ``"independent"`` or ``"ot"`` (minibatch optimal transport).
+        coupling: ``"independent"``, ``"ot"`` (minibatch optimal transport) or ``"sinkhorn"``
+            (entropic minibatch OT, :class:`~probgen.interpolants.couplings.SinkhornCoupling`).
         t_min, t_max: training times are uniform on ``[t_min, t_max]``; None takes the valid
             interval that :func:`~probgen.interpolants.objectives.valid_time_interval` derives from
             the path and the objective (and the score, when ``sample_method="sde"``): e.g. the
