@@ -643,13 +643,17 @@ class Interpolant:
             :class:`InterpolantSample` ``(xt, dxt, t, z)``.
 
         Raises:
-            ValueError: ``t`` not of shape ``(batch,)`` or outside ``[0, 1]`` (or NaN); shape mismatches.
+            ValueError: ``t`` not of shape ``(batch,)`` or outside ``[0, 1]`` (or NaN; on an accelerator
+                an asynchronous device assert instead, to avoid a host sync per call); shape mismatches.
         """
         if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] != x1.shape[0]:
             raise ValueError(f"t must have shape (batch,) = ({x1.shape[0]},), got {tuple(getattr(t, 'shape', ()))}")
         t = t.to(dtype=x1.dtype, device=x1.device)
-        if not bool(((t >= 0) & (t <= 1)).all()):  # also catches NaN
-            bad = t[~((t >= 0) & (t <= 1))]
+        inside = (t >= 0) & (t <= 1)  # also catches NaN
+        if t.device.type != "cpu":  # no host sync per training step on an accelerator: an asynchronous device assert
+            torch._assert_async(inside.all(), "t must lie in [0, 1]")
+        elif not bool(inside.all()):
+            bad = t[~inside]
             raise ValueError(f"t must lie in [0, 1], got {bad.numel()} value(s) outside it, e.g. t = {float(bad[0])}")
         if self.kind == "one_sided":
             if x0 is None:
