@@ -9,6 +9,7 @@ from probgen.data.classification2d import GapRegression1D, Spirals, TwoMoons
 from probgen.data.digits import DigitsDataModule, corrupt_digits, load_digits_tensors
 from probgen.data.fou import FOUBridge, FOUPaths
 from probgen.data.gaussian import GaussianDataModule
+from probgen.data.images import ImageDataModule, load_image_folder, load_image_tensors
 from probgen.data.moving_digits import MovingDigits
 from probgen.data.synthetic import HeavyTailRegression
 from probgen.data.toy2d import Toy2D
@@ -22,6 +23,7 @@ __all__ = [
     "GapRegression1D",
     "GaussianDataModule",
     "HeavyTailRegression",
+    "ImageDataModule",
     "MovingDigits",
     "ProbgenDataModule",
     "Spirals",
@@ -30,6 +32,8 @@ __all__ = [
     "UCIRegression",
     "corrupt_digits",
     "load_digits_tensors",
+    "load_image_folder",
+    "load_image_tensors",
     "load_uci",
     "plot_samples",
 ]

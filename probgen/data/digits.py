@@ -68,13 +68,14 @@ def corrupt_digits(x: Tensor, kind: str, severity: float = 1.0, generator: torch
 
 
 class DigitsDataModule(ProbgenDataModule):
-    """8x8 digits as 64-d vectors, for generation (``batch = (x,)``) or classification (``(x, y)``).
+    """8x8 digits as 64-d vectors, for generation (``batch = (x,)``), class-conditional generation
+    (``(x, y)``, dequantised like generation) or classification (``(x, y)``).
 
     Splits are a seeded random 70/15/15 partition of the classes kept; images of
     ``held_out_classes`` form an extra ``"ood"`` split (never trained on).
 
     Args:
-        task: ``"generation"`` or ``"classification"``.
+        task: ``"generation"``, ``"conditional_generation"`` or ``"classification"``.
         held_out_classes: digit classes removed from train/val/test and put into ``"ood"``.
         dequantize: for generation, add uniform noise on the 17-level grid (see module doc).
         centered: map images from [0, 1] to [-1, 1] (often better for flows).
@@ -92,8 +93,8 @@ class DigitsDataModule(ProbgenDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        if task not in ("generation", "classification"):
-            raise ValueError(f"task must be 'generation' or 'classification', got {task!r}")
+        if task not in ("generation", "conditional_generation", "classification"):
+            raise ValueError(f"task must be 'generation', 'conditional_generation' or 'classification', got {task!r}")
         check_bool("dequantize", dequantize)
         check_bool("centered", centered)
         bad = [c for c in held_out_classes if c not in range(10)]
@@ -109,7 +110,7 @@ class DigitsDataModule(ProbgenDataModule):
     def build_splits(self) -> dict[str, tuple[Tensor, ...]]:
         g = torch.Generator().manual_seed(self.seed)
         pixels, labels = load_digits_tensors()
-        if self.task == "generation" and self.dequantize:
+        if self.task != "classification" and self.dequantize:
             x = (pixels + torch.rand(pixels.shape, generator=g)) / NUM_LEVELS
         else:
             x = pixels / (NUM_LEVELS - 1)

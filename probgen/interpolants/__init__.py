@@ -7,11 +7,20 @@ samples with the probability-flow ODE or forward/backward SDEs on :mod:`probgen.
 estimator. :class:`StochasticInterpolant` is the LightningModule.
 """
 
-from probgen.interpolants.couplings import COUPLINGS, Coupling, IndependentCoupling, MinibatchOTCoupling, make_coupling
+from probgen.interpolants.couplings import (
+    COUPLINGS,
+    Coupling,
+    IndependentCoupling,
+    MinibatchOTCoupling,
+    SinkhornCoupling,
+    make_coupling,
+    sinkhorn_plan,
+)
 from probgen.interpolants.gaussian import GaussianMixtureFields, standard_normal
 from probgen.interpolants.generate import generate
 from probgen.interpolants.module import StochasticInterpolant
-from probgen.interpolants.networks import TimeMLP
+from probgen.interpolants.guidance import guide, guided_fields
+from probgen.interpolants.networks import ConditionEmbedding, TimeMLP, UNet
 from probgen.interpolants.likelihood import bits_per_dim, divergence, log_likelihood
 from probgen.interpolants.objectives import (
     OBJECTIVES,
@@ -24,6 +33,7 @@ from probgen.interpolants.objectives import (
     denoiser_from_score,
     make_objective,
     score_from_denoiser,
+    valid_time_interval,
     score_from_velocity,
     velocity_from_denoiser,
     velocity_from_score,
@@ -34,6 +44,7 @@ from probgen.interpolants.paths import (
     PATHS,
     BrownianGamma,
     CustomGamma,
+    CosSinPath,
     CustomPath,
     EncoderDecoderPath,
     Gamma,
@@ -42,6 +53,7 @@ from probgen.interpolants.paths import (
     LinearPath,
     MirrorPath,
     Path,
+    QuadraticGamma,
     SigmoidGamma,
     Sin2Gamma,
     TrigonometricPath,
@@ -52,11 +64,16 @@ from probgen.interpolants.paths import (
 __all__ = [
     "StochasticInterpolant",
     "TimeMLP",
+    "UNet",
+    "ConditionEmbedding",
+    "guided_fields",
+    "guide",
     "Interpolant",
     "InterpolantSample",
     "Path",
     "LinearPath",
     "TrigonometricPath",
+    "CosSinPath",
     "EncoderDecoderPath",
     "VPPath",
     "MirrorPath",
@@ -66,6 +83,7 @@ __all__ = [
     "BrownianGamma",
     "Sin2Gamma",
     "SigmoidGamma",
+    "QuadraticGamma",
     "CustomGamma",
     "PATHS",
     "GAMMAS",
@@ -77,6 +95,7 @@ __all__ = [
     "VelocityDenoiserObjective",
     "OBJECTIVES",
     "make_objective",
+    "valid_time_interval",
     "velocity_from_v_and_score",
     "score_from_denoiser",
     "denoiser_from_score",
@@ -86,6 +105,8 @@ __all__ = [
     "Coupling",
     "IndependentCoupling",
     "MinibatchOTCoupling",
+    "SinkhornCoupling",
+    "sinkhorn_plan",
     "COUPLINGS",
     "make_coupling",
     "generate",

@@ -15,6 +15,7 @@ All time stepping is :func:`probgen.sde.odeint` / :func:`probgen.sde.sdeint`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -22,9 +23,10 @@ from torch import Tensor
 
 from probgen.sde import odeint, sdeint
 
-__all__ = ["generate", "ODE_SOLVERS", "SDE_SOLVERS"]
+__all__ = ["generate", "time_grid", "ODE_SOLVERS", "SDE_SOLVERS", "TIME_GRIDS"]
 
-ODE_SOLVERS = ("euler", "heun", "rk4", "dopri5")
+ODE_SOLVERS = ("euler", "heun", "rk4", "dopri5", "edm")
+TIME_GRIDS = ("uniform", "edm")
 SDE_SOLVERS = ("euler", "heun")
 Field = Callable[[Tensor, Tensor], Tensor]
 
@@ -43,10 +45,68 @@ def _check_common(x: Tensor, steps, t_span) -> tuple[float, float]:
 def _eps_fn(eps) -> Callable[[Tensor], Tensor | float]:
     if callable(eps):
         return eps
-    if not isinstance(eps, (int, float)) or eps < 0:
-        raise ValueError(f"eps must be a float >= 0 or a callable eps(t), got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite float >= 0 or a callable eps(t), got {eps!r}")
     value = float(eps)
     return lambda t: value
+
+
+def _eps_is_zero(eps) -> bool:
+    """True for a constant eps of 0 (decided on the Python value: no device sync)."""
+    return not callable(eps) and float(eps) == 0.0
+
+
+def _check_eps_on_grid(eps_fn, times: Tensor) -> None:
+    """Evaluate a diffusion coefficient at every solver time once, before the solve.
+
+    One host sync for the whole solve (instead of one per step); a negative or non-finite
+    $\\epsilon(t)$ raises here rather than surfacing as a NaN from $\\sqrt{2\\epsilon}$ mid-solve.
+
+    Raises:
+        ValueError: ``eps(t) < 0`` or not finite at some grid time.
+    """
+    values = torch.stack([torch.as_tensor(eps_fn(t), dtype=times.dtype, device=times.device).reshape(()) for t in times.unbind(0)])
+    bad = ~(torch.isfinite(values) & (values >= 0))
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"eps must be >= 0 and finite at every solver time (it enters sqrt(2 eps)); the callable eps gave "
+            f"eps({float(times[k]):.6g}) = {float(values[k])!r}"
+        )
+
+
+def time_grid(kind, t0: float, t1: float, steps: int, rho: float = 7.0) -> list[float]:
+    """The solver's time grid on $[t_0, t_1]$: ``steps + 1`` increasing times.
+
+    Args:
+        kind: ``"uniform"``; ``"edm"``, Karras et al. (2022)'s $\\rho$-schedule (their Eq. 5)
+            with noise level $\\sigma = 1 - t$ (the coefficient of the noise on the linear
+            path): $\\sigma_i = (\\sigma_{max}^{1/\\rho} + \\tfrac{i}{N}(\\sigma_{min}^{1/\\rho} -
+            \\sigma_{max}^{1/\\rho}))^\\rho$, $t_i = 1 - \\sigma_i$, which puts the short steps near the
+            data end; or any increasing sequence of times from ``t0`` to ``t1`` (then ``steps``
+            is ignored).
+        t0, t1: the interval.
+        steps: number of steps $N$.
+        rho: $\\rho > 0$ of the EDM grid.
+
+    Raises:
+        ValueError: an unknown kind, or a sequence that is not increasing from t0 to t1.
+    """
+    if isinstance(kind, str):
+        if kind == "uniform":
+            return [t0 + (t1 - t0) * i / steps for i in range(steps + 1)]
+        if kind == "edm":
+            if not rho > 0:
+                raise ValueError(f"rho must be > 0, got {rho!r}")
+            hi, lo = (1.0 - t0) ** (1.0 / rho), (1.0 - t1) ** (1.0 / rho)
+            grid = [1.0 - (hi + i / steps * (lo - hi)) ** rho for i in range(steps + 1)]
+            grid[0], grid[-1] = t0, t1
+            return grid
+        raise ValueError(f"time_grid must be one of {TIME_GRIDS} or an increasing sequence of times, got {kind!r}")
+    grid = [float(v) for v in (kind.tolist() if isinstance(kind, Tensor) else kind)]
+    if len(grid) < 2 or any(b <= a for a, b in zip(grid[:-1], grid[1:])) or abs(grid[0] - t0) > 1e-12 or abs(grid[-1] - t1) > 1e-12:
+        raise ValueError(f"a time_grid sequence must increase strictly from t0={t0} to t1={t1}, got {grid[:3]}...{grid[-2:]}")
+    return grid
 
 
 class _Flat:
@@ -71,10 +131,12 @@ class _InterpolantSDE:
 
     def f_and_g(self, tau: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         self.counter[0] += 1
-        t = self.time_map(tau)
-        eps = torch.as_tensor(self.eps(t), dtype=y.dtype, device=y.device)
+        eps = self.eps(self.time_map(tau))
+        if not isinstance(eps, Tensor):
+            eps = torch.as_tensor(eps, dtype=y.dtype, device=y.device)
         b = self.velocity(tau, y)
-        drift = b if float(eps) == 0.0 else b + self.sign * eps * self.score(tau, y)
+        # score is None exactly when eps is the constant 0 (decided before the solve: no per-step sync)
+        drift = b if self.score is None else b + self.sign * eps * self.score(tau, y)
         direction = 1.0 if self.sign > 0 else -1.0
         return direction * drift, torch.sqrt(2.0 * eps).expand_as(y)
 
@@ -100,6 +162,9 @@ def generate(
     atol: float = 1e-5,
     generator: torch.Generator | None = None,
     return_nfe: bool = False,
+    grid: str | list[float] | Tensor = "uniform",
+    rho: float = 7.0,
+    denoise_last: bool = False,
 ) -> Tensor | tuple[Tensor, int]:
     """Push samples through the probability-flow ODE or the forward / backward SDE.
 
@@ -111,7 +176,9 @@ def generate(
         method: ``"ode"`` or ``"sde"``.
         score: $s(t, x)$, required when ``method="sde"`` and ``eps`` is not zero.
         eps: diffusion $\\epsilon(t) \\ge 0$, a float or a callable of a 0-dim time tensor.
-        solver: ODE: ``"euler"``, ``"heun"``, ``"rk4"`` (default), ``"dopri5"``; SDE:
+        solver: ODE: ``"euler"``, ``"heun"``, ``"rk4"`` (default), ``"dopri5"``, ``"edm"``
+            (Karras et al. 2022's deterministic second-order sampler: Heun on the ``"edm"`` grid
+            unless ``grid`` is given otherwise); SDE:
             ``"euler"`` (Euler-Maruyama, default) or ``"heun"`` (the noise is additive, so the
             Stratonovich Heun scheme solves the same equation).
         direction: ``"forward"`` ($t_0 \\to t_1$, base to data) or ``"backward"`` (data to base).
@@ -121,13 +188,21 @@ def generate(
         generator: random generator of the SDE noise.
         return_nfe: also return the number of drift evaluations (each one evaluates $b$ and,
             for the SDE with $\\epsilon \\neq 0$, $s$ once).
+        grid: the time grid (see :func:`time_grid`): ``"uniform"``, ``"edm"`` or an increasing
+            sequence from ``t_span[0]`` to ``t_span[1]``; one solver step per grid interval
+            (traversed from the end for ``direction="backward"``).
+        rho: $\\rho$ of the ``"edm"`` grid.
+        denoise_last: SDE only: take the last step without noise (the mean of the
+            Euler-Maruyama step, as SiT's last-step "Mean"), so the output carries no noise of
+            size $\\sqrt{2\\epsilon h}$ from the final step.
 
     Returns:
         The samples at the end time ``(batch, *event)``, or ``(samples, nfe)``.
 
     Raises:
-        ValueError: bad ``method``, ``solver``, ``direction``, ``steps``, ``t_span``, ``eps``, or
-            a missing ``score``.
+        ValueError: bad ``method``, ``solver``, ``direction``, ``steps``, ``t_span``, ``eps`` (a
+            callable ``eps`` is evaluated once at every solver time, and a negative or non-finite
+            value is refused before the solve), or a missing ``score``.
         SolverDivergedError: the solve produced NaN/inf.
     """
     t0, t1 = _check_common(x0, steps, t_span)
@@ -139,17 +214,22 @@ def generate(
         raise TypeError(f"velocity must be callable, got {type(velocity).__name__}")
     shape, batch = x0.shape[1:], x0.shape[0]
     y0 = x0.reshape(batch, -1)
-    dt = (t1 - t0) / steps
+    if solver == "edm" and method == "ode" and isinstance(grid, str) and grid == "uniform":
+        grid = "edm"
+    times = time_grid(grid, t0, t1, steps, rho)
+    dt = max(b - a for a, b in zip(times[:-1], times[1:]))  # >= every interval: one step each
+    if denoise_last and method != "sde":
+        raise ValueError("denoise_last applies to method='sde' only")
     if method == "ode":
         solver = solver or "rk4"
         if solver not in ODE_SOLVERS:
             raise ValueError(f"ODE solver must be one of {ODE_SOLVERS}, got {solver!r}")
         func = _Flat(velocity, shape, lambda t: t)
-        ts = [t0, t1] if direction == "forward" else [t1, t0]
+        ts = times if direction == "forward" else times[::-1]
         if solver == "dopri5":
-            ys, nfe = odeint(func, y0, ts, method="dopri5", rtol=rtol, atol=atol, return_nfe=True, y0_name="x0")
+            ys, nfe = odeint(func, y0, [ts[0], ts[-1]], method="dopri5", rtol=rtol, atol=atol, return_nfe=True, y0_name="x0")
         else:
-            ys, nfe = odeint(func, y0, ts, method=solver, dt=dt, return_nfe=True, y0_name="x0")
+            ys, nfe = odeint(func, y0, ts, method="heun" if solver == "edm" else solver, dt=dt, return_nfe=True, y0_name="x0")
         out = ys[-1].reshape(x0.shape)
         return (out, int(nfe)) if return_nfe else out
 
@@ -157,11 +237,24 @@ def generate(
     if solver not in SDE_SOLVERS:
         raise ValueError(f"SDE solver must be one of {SDE_SOLVERS}, got {solver!r}")
     eps_fn = _eps_fn(eps)
-    if score is None and not (isinstance(eps, (int, float)) and eps == 0):
+    if _eps_is_zero(eps):
+        score = None  # b alone: never evaluate s
+        const = torch.zeros((), dtype=x0.dtype, device=x0.device)
+        eps_fn = lambda t: const  # noqa: E731
+    elif score is None:
         raise ValueError("method='sde' with eps != 0 needs the score s(t, x): pass score=...")
+    elif not callable(score):
+        raise TypeError(f"score must be callable, got {type(score).__name__}")
+    elif not callable(eps):
+        const = torch.tensor(float(eps), dtype=x0.dtype, device=x0.device)
+        eps_fn = lambda t: const  # noqa: E731
     # Solver time tau runs forward over [0, t1 - t0]; physical time t = t0 + tau (forward)
     # or t1 - tau (backward).
     time_map = (lambda tau: t0 + tau) if direction == "forward" else (lambda tau: t1 - tau)
+    # solver times tau, increasing from 0
+    taus = [t - t0 for t in times] if direction == "forward" else [t1 - t for t in times[::-1]]
+    if callable(eps):
+        _check_eps_on_grid(eps_fn, time_map(torch.tensor(taus, dtype=x0.dtype, device=x0.device)))
     sign = 1.0 if direction == "forward" else -1.0
     counter = [0]
     sde = _InterpolantSDE(
@@ -173,6 +266,13 @@ def generate(
         "ito" if solver == "euler" else "stratonovich",
         counter,
     )
-    ys = sdeint(sde, y0, [0.0, t1 - t0], method=solver, dt=dt, generator=generator, y0_name="x0")
-    out = ys[-1].reshape(x0.shape)
+    if denoise_last and len(taus) > 2:
+        y = sdeint(sde, y0, taus[:-1], method=solver, dt=dt, generator=generator, y0_name="x0")[-1]
+    elif denoise_last:
+        y = y0
+    else:
+        y = sdeint(sde, y0, taus, method=solver, dt=dt, generator=generator, y0_name="x0")[-1]
+    if denoise_last:  # the noise-free mean of the last Euler-Maruyama step, through the shared ODE solver
+        y = odeint(sde.f, y, taus[-2:], method="euler", dt=taus[-1] - taus[-2])[-1]
+    out = y.reshape(x0.shape)
     return (out, counter[0]) if return_nfe else out

@@ -9,15 +9,24 @@ for small $d$) or by Hutchinson's estimator $\\nabla\\cdot b \\approx \\epsilon^
 \\epsilon$ with the probes $\\epsilon$ drawn **once** per solve (so adaptive solvers see one
 smooth ODE) and ``num_probes`` of them averaged.
 
-SDE (after the likelihood section of Albergo, Boffi & Vanden-Eijnden 2023): for the backward SDE $dY = [b - \\epsilon s]dt + \\sqrt{2\\epsilon}d\\bar W$
-from $Y_1 = x$, Ito's formula applied to $\\log\\rho_t(Y_t)$ with the Fokker-Planck equation of
-$b_F = b + \\epsilon s$ gives, path by path,
+SDE (after the likelihood section of Albergo, Boffi & Vanden-Eijnden 2023). Let $p_1$ be the density at $t = 1$ of the model's
+forward SDE $dX = b_F\\,dt + \\sqrt{2\\epsilon}\\,dW$, $b_F = b + \\epsilon s$, $X_0 \\sim \\rho_0$ (the
+sampler of ``generate(method="sde")``). Along the backward SDE $dY = [b - \\epsilon s]dt +
+\\sqrt{2\\epsilon}\\,d\\bar W$ from $Y_1 = x$, put
 
-$$\\log\\rho_1(x) = \\log\\rho_0(Y_0) - \\int_0^1 \\big[\\nabla\\cdot b_F + \\epsilon|s|^2\\big](t, Y_t)\\,dt
-- \\int_0^1 \\sqrt{2\\epsilon}\\, s(t, Y_t)\\cdot d\\bar W_t,$$
+$$L = \\log\\rho_0(Y_0) - \\int_0^1 \\big[\\nabla\\cdot b_F + \\epsilon|s|^2\\big](t, Y_t)\\,dt
+- \\int_0^1 \\sqrt{2\\epsilon}\\, s(t, Y_t)\\cdot d\\bar W_t.$$
 
-so the mean over paths is an unbiased estimate of $\\log\\rho_1(x)$ for the model's own
-$(b, s)$ (and exact, path by path, when they are the true fields).
+Feynman-Kac for the forward Fokker-Planck equation of $b_F$, with a Girsanov change of drift
+from $-b_F$ to $-(b - \\epsilon s)$, gives $E[e^L] = p_1(x)$ for **any** $s$: $e^L$ is unbiased
+for the density, $L$ itself is not. $E[L] \\le \\log p_1(x)$ (Jensen), with equality only when
+$s$ is the exact score of the model's marginals (then $L$ is exact path by path). With
+$b = 0$, $s = -2x$, $\\epsilon = 1$, $\\rho_0 = N(0, 1)$ the model is an OU process with
+$p_1 = N(0, \\tfrac12 + \\tfrac12 e^{-4})$: $\\log p_1 = -0.581, -1.563, -4.509$ at $x = 0, 1, 2$,
+while $E[L] = -0.673, -1.663, -4.642$. :func:`log_likelihood` therefore returns the
+log-mean-exp of $L$ over ``num_paths`` paths per point, $\\log\\frac1K\\sum_k e^{L_k}$, and its
+delta-method standard error $\\hat\\sigma(e^{L})/(\\sqrt K\\,\\overline{e^{L}})$; it is consistent
+as $K \\to \\infty$ and biased low by about half its squared standard error at finite $K$.
 """
 
 from __future__ import annotations
@@ -28,12 +37,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from probgen.interpolants.generate import ODE_SOLVERS, _check_common, _eps_fn
+from probgen.interpolants.generate import ODE_SOLVERS, _check_common, _check_eps_on_grid, _eps_fn, _eps_is_zero
 from probgen.sde import odeint, sdeint
 
 __all__ = ["log_likelihood", "divergence", "bits_per_dim"]
 
 Field = Callable[[Tensor, Tensor], Tensor]
+LIKELIHOOD_SOLVERS = tuple(m for m in ODE_SOLVERS if m != "edm")
 
 
 def divergence(
@@ -46,7 +56,9 @@ def divergence(
     Args:
         field: the map, called once on the whole batch.
         x: ``(batch, d)``.
-        method: ``"exact"`` (``vmap(jacrev)``: $d$ backward passes, fine for small $d$) or
+        method: ``"exact"`` (``vmap(jacrev)``: $d$ backward passes, fine for small $d$),
+            ``"exact_batch"`` (the same trace from $d$ vector-Jacobian products on the whole
+            batch, no ``vmap``: for fields that close over per-sample data, e.g. a condition) or
             ``"hutchinson"``.
         probes: ``(num_probes, batch, d)`` for Hutchinson.
 
@@ -61,6 +73,16 @@ def divergence(
 
         jac, out = torch.func.vmap(torch.func.jacrev(single, has_aux=True))(x)
         return out, jac.diagonal(dim1=-2, dim2=-1).sum(-1)
+    if method == "exact_batch":
+        out, vjp_fn = torch.func.vjp(field, x)
+        div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        basis = torch.zeros_like(x)
+        for i in range(x.shape[1]):
+            basis.zero_()
+            basis[:, i] = 1.0
+            (v,) = vjp_fn(basis)
+            div = div + v[:, i]
+        return out, div
     if method == "hutchinson":
         if probes is None:
             raise ValueError("divergence(method='hutchinson') needs probes (num_probes, batch, d)")
@@ -70,7 +92,7 @@ def divergence(
             (v,) = vjp_fn(eps)
             div = div + (v * eps).sum(-1)
         return out, div / probes.shape[0]
-    raise ValueError(f"divergence method must be 'exact' or 'hutchinson', got {method!r}")
+    raise ValueError(f"divergence method must be 'exact', 'exact_batch' or 'hutchinson', got {method!r}")
 
 
 def _probes(kind: str, num: int, shape, dtype, device, generator) -> Tensor:
@@ -97,10 +119,12 @@ def log_likelihood(
     t_span: tuple[float, float] = (0.0, 1.0),
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    num_paths: int = 16,
     generator: torch.Generator | None = None,
+    return_stderr: bool = False,
     return_nfe: bool = False,
     create_graph: bool = False,
-) -> Tensor | tuple[Tensor, int]:
+) -> Tensor | tuple[Tensor, ...]:
     """$\\log\\rho_1(x_1)$ of the model defined by $b$ (ODE) or by $(b, s, \\epsilon)$ (SDE).
 
     Args:
@@ -108,9 +132,11 @@ def log_likelihood(
         x1: points ``(batch, *event)``.
         base_log_prob: $\\log\\rho_0$, ``(batch, *event) -> (batch,)``.
         steps: fixed steps over ``t_span`` (``dopri5`` ignores it).
-        divergence: ``"exact"`` or ``"hutchinson"``.
-        method: ``"ode"`` (probability flow) or ``"sde"`` (the backward-SDE estimator; solver
-            Euler-Maruyama, needs ``score`` and ``eps > 0``; average several calls).
+        divergence: ``"exact"``, ``"exact_batch"`` (see :func:`divergence`) or ``"hutchinson"``.
+        method: ``"ode"`` (probability flow) or ``"sde"``: the log-mean-exp over ``num_paths``
+            backward-SDE paths per point of the estimator $L$ above, which estimates the log density
+            of the model's forward SDE $dX = [b + \\epsilon s]dt + \\sqrt{2\\epsilon}dW$ from $\\rho_0$
+            (Euler-Maruyama; needs ``score`` and ``eps > 0``).
         solver: ODE solver, one of ``"euler"``, ``"heun"``, ``"rk4"``, ``"dopri5"``.
         score: $s(t, x)$ for ``method="sde"``.
         eps: the SDE's diffusion $\\epsilon(t)$.
@@ -118,7 +144,12 @@ def log_likelihood(
         probe: ``"rademacher"`` or ``"gaussian"``.
         t_span: $[t_0, t_1]$; the solve runs from $t_1$ (data) to $t_0$ (base).
         rtol, atol: ``dopri5`` tolerances.
+        num_paths: $K$, the SDE paths per point (``method="sde"``; the solve runs on
+            ``K * batch`` states).
         generator: for the probes and the SDE noise.
+        return_stderr: also return the Monte Carlo standard error of each value, ``(batch,)``
+            (SDE: the delta-method error of the log-mean-exp, NaN for ``num_paths=1``; ODE:
+            zeros, the ODE estimate being deterministic given the probes).
         return_nfe: also return the number of field evaluations.
         create_graph: ``method="ode"`` only: keep the autograd graph through the solve (and
             through the divergence), so the result is differentiable in ``x1`` (and in the
@@ -127,21 +158,26 @@ def log_likelihood(
             probes are fixed for the solve, so the estimate is a smooth function of ``x1``.
 
     Returns:
-        ``(batch,)`` log densities in nats (or with the NFE).
+        ``(batch,)`` log densities in nats, followed by the standard errors and the NFE when asked.
 
     Raises:
         ValueError: bad arguments.
         SolverDivergedError: the solve produced NaN/inf.
     """
     t0, t1 = _check_common(x1, steps, t_span)
-    if divergence not in ("exact", "hutchinson"):
-        raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
+    if divergence not in ("exact", "exact_batch", "hutchinson"):
+        raise ValueError(f"divergence must be 'exact', 'exact_batch' or 'hutchinson', got {divergence!r}")
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes must be a positive integer, got {num_probes!r}")
     if method not in ("ode", "sde"):
         raise ValueError(f"method must be 'ode' or 'sde', got {method!r}")
     if create_graph and method != "ode":
         raise ValueError("create_graph=True is only supported for method='ode'")
+    if isinstance(num_paths, bool) or not isinstance(num_paths, int) or num_paths < 1:
+        raise ValueError(f"num_paths must be a positive integer, got {num_paths!r}")
+    points = x1.shape[0]
+    if method == "sde":
+        x1 = x1.repeat(num_paths, *([1] * (x1.dim() - 1)))  # (K * batch, ...), path k of point i at k * batch + i
     shape, batch = x1.shape[1:], x1.shape[0]
     d = int(math.prod(shape))
     y0 = torch.cat([x1.reshape(batch, d), torch.zeros(batch, 1, dtype=x1.dtype, device=x1.device)], 1)
@@ -156,8 +192,8 @@ def log_likelihood(
         )
 
     if method == "ode":
-        if solver not in ODE_SOLVERS:
-            raise ValueError(f"ODE solver must be one of {ODE_SOLVERS}, got {solver!r}")
+        if solver not in LIKELIHOOD_SOLVERS:
+            raise ValueError(f"ODE solver must be one of {LIKELIHOOD_SOLVERS}, got {solver!r}")
 
         def func(t: Tensor, y: Tensor) -> Tensor:
             # forward-time ODE (dx/dt = b, dA/dt = div b) solved from t1 down to t0
@@ -174,12 +210,16 @@ def log_likelihood(
         x0, A = ys[-1][:, :d], ys[-1][:, d]
         # A(t0) = int_{t1}^{t0} div b dt = -int_{t0}^{t1} div b dt
         out = base_log_prob(x0.reshape(batch, *shape)) + A
-        return (out, int(nfe)) if return_nfe else out
+        return _returns(out, torch.zeros_like(out), int(nfe), return_stderr, return_nfe)
 
     # SDE estimator: solver time tau in [0, t1 - t0], physical t = t1 - tau.
     if score is None:
         raise ValueError("method='sde' needs the score s(t, x)")
     eps_fn = _eps_fn(eps)
+    if _eps_is_zero(eps):
+        raise ValueError("method='sde' needs eps > 0 (with eps = 0 use method='ode')")
+    if callable(eps):
+        _check_eps_on_grid(eps_fn, t1 - torch.linspace(0.0, t1 - t0, steps + 1, dtype=x1.dtype, device=x1.device))
     counter = [0]
 
     class _LikelihoodSDE:
@@ -206,8 +246,16 @@ def log_likelihood(
 
     ys = sdeint(_LikelihoodSDE(), y0, [0.0, t1 - t0], method="euler", dt=dt, generator=generator, y0_name="x1")
     x0, A = ys[-1][:, :d], ys[-1][:, d]
-    out = base_log_prob(x0.reshape(batch, *shape)) - A
-    return (out, counter[0]) if return_nfe else out
+    L = (base_log_prob(x0.reshape(batch, *shape)) - A).reshape(num_paths, points)
+    out = torch.logsumexp(L, 0) - math.log(num_paths)
+    w = torch.exp(L - L.max(0).values)  # weights e^{L_k} up to a common factor per point
+    stderr = w.std(0) / (math.sqrt(num_paths) * w.mean(0)) if num_paths > 1 else torch.full_like(out, math.nan)
+    return _returns(out, stderr, counter[0], return_stderr, return_nfe)
+
+
+def _returns(out: Tensor, stderr: Tensor, nfe: int, return_stderr: bool, return_nfe: bool):
+    extra = ((stderr,) if return_stderr else ()) + ((nfe,) if return_nfe else ())
+    return (out, *extra) if extra else out
 
 
 def _div_at(field: Field, t: Tensor, x: Tensor, shape, method: str, probes: Tensor | None):
@@ -228,7 +276,7 @@ def _div_at(field: Field, t: Tensor, x: Tensor, shape, method: str, probes: Tens
     def batched(xx: Tensor) -> Tensor:
         return field(t.expand(batch), xx.reshape(batch, *shape)).reshape(batch, -1)
 
-    return divergence(batched, x, method="hutchinson", probes=probes)
+    return divergence(batched, x, method=method, probes=probes)
 
 
 def bits_per_dim(log_prob: Tensor, dim: int, scale: float = 1.0) -> Tensor:

@@ -10,14 +10,29 @@ import torch
 from torch import Tensor
 
 from probgen.base import ProbgenModule
-from probgen.interpolants.couplings import make_coupling
-from probgen.interpolants.generate import generate
-from probgen.interpolants.likelihood import bits_per_dim, log_likelihood
-from probgen.interpolants.networks import TimeMLP
-from probgen.interpolants.objectives import make_objective
+from probgen.interpolants.couplings import IndependentCoupling, make_coupling
+from probgen.interpolants.generate import ODE_SOLVERS, generate
+from probgen.interpolants.likelihood import LIKELIHOOD_SOLVERS, bits_per_dim, log_likelihood
+from probgen.interpolants.guidance import guided_fields
+from probgen.interpolants.networks import ACTIVATIONS, TimeMLP, UNet
+from probgen.interpolants.objectives import VelocityObjective, make_objective, valid_time_interval
 from probgen.interpolants.paths import Interpolant
 
 __all__ = ["StochasticInterpolant", "GaussianBase"]
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _number(name: str, value, lo: float, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
+        raise ValueError(f"{name} must be a number in {left}{lo}, {hi}{right}, got {value!r}")
 
 
 class GaussianBase:
@@ -64,6 +79,21 @@ class StochasticInterpolant(ProbgenModule):
         time_frequencies: its Fourier time features.
         space_frequencies, space_scale: its Fourier features of $x$ (0: off; see
             :class:`~probgen.interpolants.networks.TimeMLP`).
+        network: ``"mlp"`` (:class:`~probgen.interpolants.networks.TimeMLP`) or ``"unet"``
+            (:class:`~probgen.interpolants.networks.UNet`, needs ``image_shape``).
+        image_shape: ``[C, H, W]`` of the (flattened) data, for the U-Net and the sample plots.
+        unet_channels, unet_channel_mults, unet_num_res_blocks, unet_attention_resolutions:
+            the U-Net's width, per-level multipliers, residual blocks per level and the
+            feature-map sides with self-attention.
+        num_classes: $K > 0$: class-conditional fields, labels from the second tensor of each
+            batch (e.g. ``DigitsDataModule(task="conditional_generation")``).
+        cond_dim: $> 0$: fields conditioned on any tensor of ``cond_dim`` features per sample
+            (the batch's second tensor, flattened). At most one of the two.
+        cond_drop_prob: fraction of training samples whose condition is replaced by the null
+            one, so that the network also learns the unconditional fields (classifier-free
+            guidance; see :mod:`probgen.interpolants.guidance`).
+        guidance: the default guidance weight $w$ of :meth:`sample` (0: unconditional, 1:
+            conditional, > 1: guided). Likelihoods always use $w = 1$.
         path, gamma, gamma_scale: the :class:`~probgen.interpolants.Interpolant`.
         objective: ``"velocity"``, ``"score"``, ``"denoiser"``, ``"velocity_score"``,
             ``"velocity_denoiser"`` (see :mod:`probgen.interpolants.objectives`).
@@ -72,9 +102,14 @@ class StochasticInterpolant(ProbgenModule):
             from :mod:`probgen.data.toy2d` (a non-Gaussian base, two-sided paths only).
         base_kwargs: passed to the toy density.
         base_scale: $\\sigma$ of the Gaussian base.
-        coupling: ``"independent"`` or ``"ot"`` (minibatch optimal transport).
-        t_min, t_max: training times are uniform on ``[t_min, t_max]``; None takes the
-            interpolant's ``t_bounds``. Sampling and likelihood use the same interval.
+        coupling: ``"independent"``, ``"ot"`` (minibatch optimal transport) or ``"sinkhorn"``
+            (entropic minibatch OT, :class:`~probgen.interpolants.couplings.SinkhornCoupling`).
+        t_min, t_max: training times are uniform on ``[t_min, t_max]``; None takes the valid
+            interval that :func:`~probgen.interpolants.objectives.valid_time_interval` derives from
+            the path and the objective (and the score, when ``sample_method="sde"``): e.g. the
+            one-sided linear path with the denoiser objective starts at $t = 10^{-3}$ because
+            $b$ divides by $\\beta(0) = 0$. Values outside that interval are refused.
+            Sampling and likelihood use the same interval.
         lr, weight_decay: AdamW.
         lr_schedule: ``"cosine"`` (to ``lr_min_ratio * lr`` at the last step, after
             ``warmup_steps`` linear warm-up) or ``"constant"``.
@@ -101,6 +136,16 @@ class StochasticInterpolant(ProbgenModule):
     def __init__(
         self,
         dim: int = 2,
+        network: str = "mlp",
+        image_shape: list[int] | None = None,
+        unet_channels: int = 32,
+        unet_channel_mults: list[int] | None = None,
+        unet_num_res_blocks: int = 1,
+        unet_attention_resolutions: list[int] | None = None,
+        num_classes: int = 0,
+        cond_dim: int = 0,
+        cond_drop_prob: float = 0.1,
+        guidance: float = 1.0,
         hidden_dims: list[int] | None = None,
         activation: str = "silu",
         time_frequencies: int = 8,
@@ -140,7 +185,56 @@ class StochasticInterpolant(ProbgenModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        _positive_int("dim", dim)
+        if hidden_dims is not None and (
+            not isinstance(hidden_dims, (list, tuple)) or not hidden_dims or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden_dims)
+        ):
+            raise ValueError(f"hidden_dims must be a non-empty list of positive integers, got {hidden_dims!r}")
         hidden_dims = [256, 256, 256] if hidden_dims is None else list(hidden_dims)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if network not in ("mlp", "unet"):
+            raise ValueError(f"network must be 'mlp' or 'unet', got {network!r}")
+        if image_shape is not None:
+            if not isinstance(image_shape, (list, tuple)) or len(image_shape) != 3 or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in image_shape
+            ):
+                raise ValueError(f"image_shape must be [C, H, W] of positive integers, got {image_shape!r}")
+            if math.prod(image_shape) != dim:
+                raise ValueError(f"image_shape {list(image_shape)} has {math.prod(image_shape)} values, but dim={dim}")
+        if network == "unet" and image_shape is None:
+            raise ValueError("network='unet' needs image_shape=[C, H, W]")
+        _positive_int("num_classes", num_classes, 0)
+        _positive_int("cond_dim", cond_dim, 0)
+        if num_classes and cond_dim:
+            raise ValueError(f"give num_classes or cond_dim, not both; got num_classes={num_classes}, cond_dim={cond_dim}")
+        _number("cond_drop_prob", cond_drop_prob, 0.0, 1.0, hi_open=True)
+        _number("guidance", guidance, 0.0)
+        _positive_int("time_frequencies", time_frequencies, 0)
+        _positive_int("space_frequencies", space_frequencies, 0)
+        _number("space_scale", space_scale, 0.0, lo_open=True)
+        _number("gamma_scale", gamma_scale, 0.0)
+        _number("base_scale", base_scale, 0.0, lo_open=True)
+        if base_kwargs is not None and not isinstance(base_kwargs, dict):
+            raise TypeError(f"base_kwargs must be a dict or None, got {type(base_kwargs).__name__}")
+        _number("lr", lr, 0.0, lo_open=True)
+        _number("weight_decay", weight_decay, 0.0)
+        _positive_int("warmup_steps", warmup_steps, 0)
+        _number("lr_min_ratio", lr_min_ratio, 0.0, 1.0)
+        _number("grad_clip", grad_clip, 0.0)
+        _positive_int("sample_steps", sample_steps)
+        _number("sample_eps", sample_eps, 0.0)
+        _positive_int("nll_steps", nll_steps)
+        _positive_int("nll_num_probes", nll_num_probes)
+        _positive_int("val_nll_samples", val_nll_samples, 0)
+        if bpd_scale is not None:
+            _number("bpd_scale", bpd_scale, 0.0, lo_open=True)
+        _positive_int("plot_every_n_val", plot_every_n_val, 0)
+        _positive_int("num_plot_samples", num_plot_samples)
+        if nll_solver not in LIKELIHOOD_SOLVERS:
+            raise ValueError(f"nll_solver must be one of {LIKELIHOOD_SOLVERS}, got {nll_solver!r}")
+        if sample_solver not in ODE_SOLVERS:  # the SDE sampler is Euler-Maruyama
+            raise ValueError(f"sample_solver must be one of {ODE_SOLVERS} (the ODE solver of sample_method='ode'), got {sample_solver!r}")
         self.interpolant = Interpolant(path=path, gamma=gamma, gamma_scale=gamma_scale)
         self.objective = make_objective(objective, antithetic=antithetic)
         self.coupling = make_coupling(coupling)
@@ -161,11 +255,22 @@ class StochasticInterpolant(ProbgenModule):
                 f"coupling={coupling!r} makes x0 depend on x1, but objective {objective!r} on a one-sided path "
                 "treats x0 as independent noise: use objective='velocity' or coupling='independent'"
             )
-        lo, hi = self.interpolant.t_bounds
+        needs_score = sample_method == "sde" and sample_eps > 0
+        if needs_score and self._score_refusal() is not None:
+            raise ValueError(f"sample_method='sde' with sample_eps={sample_eps}: {self._score_refusal()}")
+        lo, hi = valid_time_interval(self.interpolant, self.objective, score=needs_score)
         self.t_min = lo if t_min is None else float(t_min)
         self.t_max = hi if t_max is None else float(t_max)
-        if not 0.0 <= self.t_min < self.t_max <= 1.0:
-            raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}")
+        if not lo <= self.t_min < self.t_max <= hi:
+            raise ValueError(
+                f"t_min, t_max must satisfy {lo} <= t_min < t_max <= {hi} for path {path!r} with objective {objective!r}"
+                f"{' and SDE sampling' if needs_score else ''} (outside it a field divides by zero), "
+                f"got t_min={self.t_min}, t_max={self.t_max}"
+            )
+        if self.interpolant.kind == "mirror" and val_nll_samples > 0:
+            raise ValueError(
+                f"a mirror interpolant has no base density, so it has no likelihood: set val_nll_samples=0, got {val_nll_samples}"
+            )
         for name, value, allowed in (
             ("lr_schedule", lr_schedule, ("cosine", "constant")),
             ("sample_method", sample_method, ("ode", "sde")),
@@ -178,47 +283,111 @@ class StochasticInterpolant(ProbgenModule):
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.dim = dim
         self.outputs = self.objective.outputs
-        self.net = TimeMLP(dim, dim * len(self.outputs), hidden_dims, activation, time_frequencies, space_frequencies, space_scale)
+        self.conditional = bool(num_classes or cond_dim)
+        if network == "unet":
+            C = image_shape[0]
+            self.net = UNet(
+                image_shape,
+                C * len(self.outputs),
+                channels=unet_channels,
+                channel_mults=tuple(unet_channel_mults or (1, 2)),
+                num_res_blocks=unet_num_res_blocks,
+                attention_resolutions=tuple(unet_attention_resolutions if unet_attention_resolutions is not None else (4,)),
+                num_classes=num_classes,
+                cond_dim=cond_dim,
+            )
+        else:
+            self.net = TimeMLP(
+                dim, dim * len(self.outputs), hidden_dims, activation, time_frequencies, space_frequencies, space_scale,
+                num_classes=num_classes, cond_dim=cond_dim,
+            )
         self.ema_net = copy.deepcopy(self.net).requires_grad_(False) if ema_decay > 0 else None
         self._val_runs = 0
 
     # ------------------------------------------------------------------------------ fields
-    def fields(self, net: torch.nn.Module):
-        """``fields(t, x) -> {name: (batch, *event)}`` from a network's stacked outputs."""
+    def fields(self, net: torch.nn.Module, cond: Tensor | None = None, guidance: float = 1.0, drop: Tensor | None = None):
+        """``fields(t, x) -> {name: (batch, *event)}`` from a network's stacked outputs.
+
+        Args:
+            net: the network (``self.net`` or the EMA copy).
+            cond: the condition of each sample (conditional models; None: unconditional).
+            guidance: the guidance weight $w$ (see :func:`~probgen.interpolants.guidance.guided_fields`).
+            drop: a training mask of dropped conditions; overrides ``guidance``.
+        """
         names = self.outputs
 
-        def call(t: Tensor, x: Tensor) -> dict[str, Tensor]:
-            out = net(t, x)
+        def raw(t: Tensor, x: Tensor, c: Tensor | None = None, d: Tensor | None = None) -> dict[str, Tensor]:
+            out = net(t, x, c, d) if self.conditional else net(t, x)
             return {n: o.reshape(x.shape) for n, o in zip(names, out.split(self.dim, dim=-1))}
 
-        return call
+        if not self.conditional:
+            return raw
+        if drop is not None:
+            return lambda t, x: raw(t, x, cond, drop)
+        return guided_fields(raw, cond, guidance)
+
+    def _score_refusal(self) -> str | None:
+        """Why this model has no (correct) score, or None."""
+        I, hp = self.interpolant, self.hparams
+        if isinstance(self.objective, VelocityObjective) and I.kind == "one_sided" and not isinstance(self.coupling, IndependentCoupling):
+            return (
+                f"the score of objective 'velocity' on a one-sided path comes from score_from_velocity, which assumes x0 is "
+                f"independent N(0, I) noise; coupling={hp.coupling!r} makes x0 depend on x1, so that score is wrong: use "
+                "coupling='independent', or an objective that learns the score ('velocity_denoiser') on a two-sided path"
+            )
+        if self.objective.score(lambda t, x: {}, I) is None:  # a field-free probe: is s identified?
+            return f"objective {hp.objective!r} on path {hp.path!r} does not identify the score"
+        return None
 
     def _eval_net(self) -> torch.nn.Module:
         return self.ema_net if self.ema_net is not None else self.net
 
-    def velocity_field(self, ema: bool = True):
-        """The drift $b(t, x)$ of the trained model (EMA weights by default)."""
+    def velocity_field(self, ema: bool = True, cond: Tensor | None = None, guidance: float = 1.0):
+        """The drift $b(t, x)$ of the trained model (EMA weights by default; ``cond`` and
+        ``guidance`` for conditional models)."""
         net = self._eval_net() if ema else self.net
-        return self.objective.velocity(self.fields(net), self.interpolant)
+        return self.objective.velocity(self.fields(net, cond, guidance), self.interpolant)
 
-    def score_field(self, ema: bool = True):
-        """The score $s(t, x)$ if the objective identifies it, else None."""
+    def score_field(self, ema: bool = True, cond: Tensor | None = None, guidance: float = 1.0):
+        """The score $s(t, x)$ of the trained model (``cond`` and ``guidance`` as for :meth:`velocity_field`).
+
+        Raises:
+            ValueError: the objective does not identify the score, or the coupling breaks the
+                derivation (OT coupling with the velocity objective on a one-sided path).
+        """
+        reason = self._score_refusal()
+        if reason is not None:
+            raise ValueError(reason)
         net = self._eval_net() if ema else self.net
-        return self.objective.score(self.fields(net), self.interpolant)
+        return self.objective.score(self.fields(net, cond, guidance), self.interpolant)
 
     # --------------------------------------------------------------------------- training
-    def _loss(self, x1: Tensor, net: torch.nn.Module, generator=None) -> tuple[Tensor, dict[str, Tensor]]:
+    def _batch_cond(self, batch) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if len(batch) < 2:
+            raise ValueError(
+                "a conditional model (num_classes or cond_dim > 0) needs batches (x, condition); this data module gives only x "
+                "(for digits use DigitsDataModule(task='conditional_generation'))"
+            )
+        return batch[1]
+
+    def _loss(self, x1: Tensor, net: torch.nn.Module, generator=None, cond: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         x1 = x1.reshape(x1.shape[0], -1)
         n = x1.shape[0]
+        drop = None
+        if self.conditional:
+            u = torch.rand(n, generator=generator, device=x1.device)
+            drop = u < self.hparams.cond_drop_prob if cond is not None else torch.ones(n, dtype=torch.bool, device=x1.device)
         x0 = None  # a mirror path has no base
         if self.interpolant.kind != "mirror":
             x0 = self.base.sample(n, generator, x1.dtype, x1.device)
             x0, x1 = self.coupling(x0, x1)
         t = self.t_min + (self.t_max - self.t_min) * torch.rand(n, generator=generator, dtype=x1.dtype, device=x1.device)
-        return self.objective.loss(self.fields(net), self.interpolant, x0, x1, t, generator=generator)
+        return self.objective.loss(self.fields(net, cond, drop=drop), self.interpolant, x0, x1, t, generator=generator)
 
     def training_step(self, batch, batch_idx):
-        loss, parts = self._loss(batch[0], self.net)
+        loss, parts = self._loss(batch[0], self.net, cond=self._batch_cond(batch))
         self.log("train/loss", loss, prog_bar=True)
         for k, v in parts.items():
             self.log(f"train/loss_{k}", v)
@@ -269,16 +438,28 @@ class StochasticInterpolant(ProbgenModule):
         torch._foreach_lerp_(ema, [p.detach() for p in self.net.parameters()], 1.0 - decay)
 
     # ------------------------------------------------------------------------- evaluation
-    def nll(self, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """$-\\log\\rho_1(x_1)$ in nats per sample under the EMA model, ``(batch,)``."""
+    def nll(self, x1: Tensor, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:
+        """$-\\log\\rho_1(x_1)$ in nats per sample under the EMA model, ``(batch,)``.
+
+        For a conditional model, $-\\log\\rho_1(x_1 \\mid c)$ with ``cond`` (guidance $w = 1$), or
+        the unconditional model's NLL with ``cond=None``.
+
+        Raises:
+            ValueError: for a mirror interpolant (no base density, hence no likelihood).
+        """
+        if self.interpolant.kind == "mirror":
+            raise ValueError("a mirror interpolant maps the data to itself through noise: it has no base density and no likelihood")
         hp = self.hparams
         x1 = x1.reshape(x1.shape[0], -1)
+        divergence = hp.nll_divergence
+        if self.conditional and divergence == "exact":
+            divergence = "exact_batch"  # the condition is matched by batch position: no vmap
         lp = log_likelihood(
-            self.velocity_field(),
+            self.velocity_field(cond=cond),
             x1,
             self.base.log_prob,
             steps=hp.nll_steps,
-            divergence=hp.nll_divergence,
+            divergence=divergence,
             solver=hp.nll_solver,
             num_probes=hp.nll_num_probes,
             t_span=(self.t_min, self.t_max),
@@ -286,26 +467,28 @@ class StochasticInterpolant(ProbgenModule):
         )
         return -lp
 
-    def _log_nll(self, prefix: str, x: Tensor) -> None:
-        nll = self.nll(x)
+    def _log_nll(self, prefix: str, x: Tensor, cond: Tensor | None = None) -> None:
+        nll = self.nll(x, cond=cond)
         self.log(f"{prefix}/nll", nll.mean(), prog_bar=prefix == "val", batch_size=len(x))
         if self.hparams.bpd_scale:
             self.log(f"{prefix}/bpd", bits_per_dim(-nll, self.dim, self.hparams.bpd_scale).mean(), batch_size=len(x))
 
     def validation_step(self, batch, batch_idx):
-        x1 = batch[0]
+        x1, cond = batch[0], self._batch_cond(batch)
         g = torch.Generator(device=x1.device).manual_seed(batch_idx)
-        loss, _ = self._loss(x1, self._eval_net(), generator=g)
+        loss, _ = self._loss(x1, self._eval_net(), generator=g, cond=cond)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(x1))
         if batch_idx == 0 and self.hparams.val_nll_samples > 0:
-            self._log_nll("val", x1[: self.hparams.val_nll_samples])
+            n = self.hparams.val_nll_samples
+            self._log_nll("val", x1[:n], None if cond is None else cond[:n])
 
     def test_step(self, batch, batch_idx):
-        x1 = batch[0]
+        x1, cond = batch[0], self._batch_cond(batch)
         g = torch.Generator(device=x1.device).manual_seed(batch_idx)
-        loss, _ = self._loss(x1, self._eval_net(), generator=g)
+        loss, _ = self._loss(x1, self._eval_net(), generator=g, cond=cond)
         self.log("test/loss", loss, batch_size=len(x1))
-        self._log_nll("test", x1)
+        if self.interpolant.kind != "mirror":
+            self._log_nll("test", x1, cond)
 
     def on_validation_epoch_end(self):
         self._val_runs += 1
@@ -322,44 +505,77 @@ class StochasticInterpolant(ProbgenModule):
 
     # ---------------------------------------------------------------------------- sampling
     @torch.no_grad()
-    def sample(self, num_samples: int, generator: torch.Generator | None = None, **overrides) -> Tensor:
+    def sample(
+        self, num_samples: int, generator: torch.Generator | None = None, cond: Tensor | None = None, **overrides
+    ) -> Tensor:
         """Draw samples with the EMA weights.
 
         Args:
             num_samples: number of samples (> 0).
             generator: for the base draws and the SDE noise.
-            **overrides: ``method``, ``solver``, ``steps``, ``eps``, ``eps_schedule`` to override
-                the ``sample_*`` settings.
+            cond: the condition of each sample for a conditional model: labels ``(num_samples,)``
+                or a tensor ``(num_samples, *cond_shape)``. None: class-conditional models cycle
+                through the classes ``0, 1, ..., K-1, 0, ...``; tensor-conditional models need
+                ``cond`` unless ``guidance=0``.
+            **overrides: ``method``, ``solver``, ``steps``, ``eps``, ``eps_schedule``,
+                ``guidance`` to override the ``sample_*`` settings and the guidance weight;
+                ``grid``, ``rho``, ``denoise_last`` are passed to :func:`~probgen.interpolants.generate`.
 
         Returns:
             ``(num_samples, dim)``.
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        unknown = set(overrides) - {"method", "solver", "steps", "eps", "eps_schedule"}
+        allowed = {"method", "solver", "steps", "eps", "eps_schedule", "guidance", "grid", "rho", "denoise_last"}
+        unknown = set(overrides) - allowed
         if unknown:
-            raise ValueError(f"unknown sample overrides {sorted(unknown)}; allowed: method, solver, steps, eps, eps_schedule")
+            raise ValueError(f"unknown sample overrides {sorted(unknown)}; allowed: {sorted(allowed)}")
         hp = self.hparams
         method = overrides.get("method", hp.sample_method)
         eps = float(overrides.get("eps", hp.sample_eps))
         schedule = overrides.get("eps_schedule", hp.sample_eps_schedule)
+        guidance = overrides.get("guidance", hp.guidance)
         if schedule not in ("constant", "vanishing"):
             raise ValueError(f"eps_schedule must be 'constant' or 'vanishing', got {schedule!r}")
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance < math.inf:
+            raise ValueError(f"guidance must be a finite number >= 0, got {guidance!r}")
         dtype = next(self.net.parameters()).dtype
         if self.interpolant.kind == "mirror":
             raise ValueError("a mirror interpolant maps the data to itself: sample from the data, not from the model")
+        cond = self._sample_cond(num_samples, cond, guidance)
         x0 = self.base.sample(num_samples, generator, dtype, self.device)
-        score = self.score_field() if method == "sde" else None
-        if method == "sde" and eps and score is None:
-            raise ValueError(f"objective {hp.objective!r} on path {hp.path!r} gives no score: SDE sampling needs one")
+        score = self.score_field(cond=cond, guidance=guidance) if method == "sde" and eps else None  # raises if none
+        t_span = (self.t_min, self.t_max)
+        if score is not None:  # the score may be singular where b is not
+            lo, hi = valid_time_interval(self.interpolant, self.objective, score=True)
+            t_span = (max(lo, self.t_min), min(hi, self.t_max))
         return generate(
-            self.velocity_field(),
+            self.velocity_field(cond=cond, guidance=guidance),
             x0,
             steps=overrides.get("steps", hp.sample_steps),
             method=method,
             score=score,
             eps=(lambda t: eps * (1.0 - t)) if schedule == "vanishing" and eps else eps,
             solver=overrides.get("solver", hp.sample_solver if method == "ode" else "euler"),
-            t_span=(self.t_min, self.t_max),
+            t_span=t_span,
             generator=generator,
+            **{k: overrides[k] for k in ("grid", "rho", "denoise_last") if k in overrides},
         )
+
+    def _sample_cond(self, n: int, cond: Tensor | None, guidance: float) -> Tensor | None:
+        hp = self.hparams
+        if not self.conditional:
+            if cond is not None:
+                raise ValueError("cond was given, but this model is unconditional (num_classes = cond_dim = 0)")
+            return None
+        if cond is None:
+            if hp.num_classes:
+                return torch.arange(n, device=self.device) % hp.num_classes
+            if guidance != 0:
+                raise ValueError(f"a tensor-conditional model (cond_dim={hp.cond_dim}) needs cond to sample with guidance {guidance}")
+            return None
+        if not isinstance(cond, Tensor) or cond.shape[0] != n:
+            raise ValueError(f"cond must be a tensor with num_samples = {n} rows, got {getattr(cond, 'shape', type(cond))}")
+        if hp.num_classes and (cond.dim() != 1 or bool(((cond < 0) | (cond >= hp.num_classes)).any())):
+            raise ValueError(f"class labels must be a (num_samples,) tensor of integers in [0, {hp.num_classes}), got {cond}")
+        return cond.to(self.device)

@@ -53,6 +53,7 @@ __all__ = [
     "velocity_from_score",
     "score_from_velocity",
     "noise_coefficient",
+    "valid_time_interval",
 ]
 
 Fields = Callable[[Tensor, Tensor], dict[str, Tensor]]
@@ -136,6 +137,53 @@ def score_from_velocity(interpolant: Interpolant, t: Tensor, x: Tensor, b: Tenso
     da, db = _expand(interpolant.dalpha(t), x), _expand(interpolant.dbeta(t), x)
     eta0 = (bb * b - db * x) / (da * bb - a * db)
     return -eta0 / a
+
+
+def _wronskian(interpolant: Interpolant) -> Callable[[Tensor], Tensor]:
+    """$\\dot\\alpha\\beta - \\alpha\\dot\\beta$, the denominator of :func:`score_from_velocity`."""
+    I = interpolant
+    return lambda t: I.dalpha(t) * I.beta(t) - I.alpha(t) * I.dbeta(t)
+
+
+def valid_time_interval(
+    interpolant: Interpolant, objective: "Objective", *, score: bool = False, t_eps: float = 1e-3
+) -> tuple[float, float]:
+    """The times on which an objective's loss, its drift $b$ and (with ``score=True``) its score are finite.
+
+    After SiT's ``check_interval``, but derived rather than tabulated: every coefficient the
+    objective divides by (:meth:`Objective.denominators`) is evaluated at the ends of
+    ``interpolant.t_bounds``; an end where one vanishes moves inwards by ``t_eps``. E.g. the
+    one-sided linear path with the denoiser objective divides by $\\beta(0) = 0$ (so $t \\ge$
+    ``t_eps``), and its velocity-derived score divides by $\\alpha(1) = 0$ (so $t \\le 1 -$ ``t_eps``).
+
+    Args:
+        interpolant: the interpolant.
+        objective: the objective.
+        score: also require the score (SDE sampling or the SDE likelihood).
+        t_eps: distance kept from a singular end, in ``(0, 0.5)``.
+
+    Returns:
+        ``(t_min, t_max)``.
+
+    Raises:
+        ValueError: ``t_eps`` outside ``(0, 0.5)``; a denominator that vanishes inside the interval.
+    """
+    if not 0.0 < t_eps < 0.5:
+        raise ValueError(f"t_eps must be in (0, 0.5), got {t_eps!r}")
+    lo, hi = interpolant.t_bounds
+    ends = torch.tensor([lo, hi, 0.5], dtype=torch.float64)
+    for c in objective.denominators(interpolant, score=score):
+        value = c(ends).abs()
+        if float(value[2]) < 1e-12:
+            raise ValueError(
+                f"objective {objective.name!r} divides by a coefficient that vanishes at t = 1/2 for {interpolant!r} "
+                "(e.g. a score on a two-sided path with gamma = 0): choose a nonzero gamma or another objective"
+            )
+        if not bool(torch.isfinite(value[0])) or float(value[0]) < 1e-12:
+            lo = max(lo, t_eps)
+        if not bool(torch.isfinite(value[1])) or float(value[1]) < 1e-12:
+            hi = min(hi, 1.0 - t_eps)
+    return lo, hi
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,6 +292,24 @@ class Objective:
         """The score $s(t, x)$ if this objective identifies it (else None)."""
         return None
 
+    # -- where the fields are finite -----------------------------------------------------------
+    def _loss_denominators(self, interpolant: Interpolant) -> list[Callable[[Tensor], Tensor]]:
+        return []
+
+    def _velocity_denominators(self, interpolant: Interpolant) -> list[Callable[[Tensor], Tensor]]:
+        return []
+
+    def _score_denominators(self, interpolant: Interpolant) -> list[Callable[[Tensor], Tensor]]:
+        return []
+
+    def denominators(self, interpolant: Interpolant, score: bool = False) -> list[Callable[[Tensor], Tensor]]:
+        """The time coefficients this objective divides by in its loss, in $b$ and (``score=True``) in $s$.
+
+        :func:`valid_time_interval` keeps away from the ends where one of them vanishes.
+        """
+        out = self._loss_denominators(interpolant) + self._velocity_denominators(interpolant)
+        return out + (self._score_denominators(interpolant) if score else [])
+
 
 class VelocityObjective(Objective):
     """Learn $b$ directly: $|\\hat b(t, x_t) - \\partial_t x_t|^2$.
@@ -264,6 +330,9 @@ class VelocityObjective(Objective):
         if interpolant.kind != "one_sided":
             return None
         return lambda t, x: score_from_velocity(interpolant, t, x, fields(t, x)["b"])
+
+    def _score_denominators(self, interpolant):
+        return [interpolant.alpha, _wronskian(interpolant)] if interpolant.kind == "one_sided" else []
 
 
 class ScoreObjective(Objective):
@@ -287,6 +356,12 @@ class ScoreObjective(Objective):
     def score(self, fields, interpolant):
         return lambda t, x: fields(t, x)["s"]
 
+    def _loss_denominators(self, interpolant):
+        return [lambda t: noise_coefficient(interpolant, t)]
+
+    def _velocity_denominators(self, interpolant):
+        return [interpolant.beta] if interpolant.kind == "one_sided" else []
+
 
 class DenoiserObjective(Objective):
     """Learn the denoiser $\\eta = E[\\zeta | x_t]$: $|\\hat\\eta - \\zeta|^2$ ($\\eta_z$, or $\\eta_0$
@@ -306,6 +381,12 @@ class DenoiserObjective(Objective):
 
     def score(self, fields, interpolant):
         return lambda t, x: score_from_denoiser(interpolant, t, fields(t, x)["eta"])
+
+    def _velocity_denominators(self, interpolant):
+        return [interpolant.beta] if interpolant.kind == "one_sided" else []
+
+    def _score_denominators(self, interpolant):
+        return [lambda t: noise_coefficient(interpolant, t)]
 
 
 class VelocityScoreObjective(Objective):
@@ -337,6 +418,9 @@ class VelocityScoreObjective(Objective):
     def score(self, fields, interpolant):
         return lambda t, x: fields(t, x)["s"]
 
+    def _loss_denominators(self, interpolant):
+        return [lambda t: noise_coefficient(interpolant, t)]
+
 
 class VelocityDenoiserObjective(Objective):
     """Learn $b$ and $\\eta$ together (the paper's practical choice for SDE sampling):
@@ -354,6 +438,9 @@ class VelocityDenoiserObjective(Objective):
 
     def score(self, fields, interpolant):
         return lambda t, x: score_from_denoiser(interpolant, t, fields(t, x)["eta"])
+
+    def _score_denominators(self, interpolant):
+        return [lambda t: noise_coefficient(interpolant, t)]
 
 
 OBJECTIVES: dict[str, type[Objective]] = {

@@ -34,6 +34,7 @@ __all__ = [
     "Path",
     "LinearPath",
     "TrigonometricPath",
+    "CosSinPath",
     "EncoderDecoderPath",
     "VPPath",
     "MirrorPath",
@@ -43,6 +44,7 @@ __all__ = [
     "BrownianGamma",
     "Sin2Gamma",
     "SigmoidGamma",
+    "QuadraticGamma",
     "CustomGamma",
     "Interpolant",
     "InterpolantSample",
@@ -87,6 +89,10 @@ class Path:
     def dbeta(self, t: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def bind(self, gamma: "Gamma") -> "Path":
+        """The path to use beside ``gamma`` (itself, unless the coefficients depend on $\\gamma$)."""
+        return self
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -119,7 +125,69 @@ class LinearPath(Path):
 
 
 class TrigonometricPath(Path):
-    """$\\alpha = \\cos(\\pi t / 2)$, $\\beta = \\sin(\\pi t / 2)$ (so $\\alpha^2 + \\beta^2 = 1$).
+    """The paper's trigonometric interpolant (its trigonometric example of a spatially linear interpolant): $\\alpha = \\sqrt{1 - \\gamma^2}\\cos(\\pi t / 2)$,
+    $\\beta = \\sqrt{1 - \\gamma^2}\\sin(\\pi t / 2)$, so $\\alpha^2 + \\beta^2 + \\gamma^2 = 1$: with
+    independent unit-variance $x_0$, $x_1$, $z$ the variance of $x_t$ is 1 at every $t$.
+
+    The factor needs $\\gamma$: :class:`Interpolant` binds its $\\gamma$ (:meth:`bind`), which must
+    stay below 1 on $[0, 1]$. Unbound (or with $\\gamma = 0$) the path is $(\\cos, \\sin)$.
+    With $r = \\sqrt{1 - \\gamma^2}$, $\\dot r = -\\gamma\\dot\\gamma / r$ (finite at the ends).
+
+    Args:
+        one_sided: if True the base is $N(0, I)$ and $x_0$ plays the part of $z$ (then $\\gamma = 0$).
+        gamma: the :class:`Gamma` of the interpolant, or None.
+
+    Raises:
+        ValueError: $\\max_t \\gamma(t) \\geq 1$.
+    """
+
+    def __init__(self, one_sided: bool = False, gamma: Gamma | None = None) -> None:
+        self.kind = "one_sided" if one_sided else "two_sided"
+        if gamma is not None and not isinstance(gamma, Gamma):
+            raise TypeError(f"gamma must be a Gamma or None, got {type(gamma).__name__}")
+        if gamma is not None and not gamma.is_zero:
+            grid = torch.linspace(0.0, 1.0, 2001, dtype=torch.float64)
+            top = float(gamma.gamma(grid).max())
+            if not top < 1.0:
+                raise ValueError(
+                    f"the trigonometric path sqrt(1 - gamma^2) (cos, sin) needs gamma(t) < 1 on [0, 1], got max gamma = {top:.4g} "
+                    f"for {gamma!r}: lower gamma_scale, or use path='cos_sin' (no sqrt(1 - gamma^2) factor)"
+                )
+        self.gamma_fn = None if gamma is None or gamma.is_zero else gamma
+
+    def bind(self, gamma: Gamma) -> "TrigonometricPath":
+        return TrigonometricPath(one_sided=self.kind == "one_sided", gamma=gamma)
+
+    def _r(self, t):
+        if self.gamma_fn is None:
+            return torch.ones_like(t)
+        return torch.sqrt(1.0 - self.gamma_fn.gamma(t) ** 2)
+
+    def _dr(self, t):
+        if self.gamma_fn is None:
+            return torch.zeros_like(t)
+        return -self.gamma_fn.gamma_dgamma(t) / self._r(t)
+
+    def alpha(self, t):
+        return self._r(t) * torch.cos(0.5 * math.pi * t)
+
+    def beta(self, t):
+        return self._r(t) * torch.sin(0.5 * math.pi * t)
+
+    def dalpha(self, t):
+        return self._dr(t) * torch.cos(0.5 * math.pi * t) - 0.5 * math.pi * self._r(t) * torch.sin(0.5 * math.pi * t)
+
+    def dbeta(self, t):
+        return self._dr(t) * torch.sin(0.5 * math.pi * t) + 0.5 * math.pi * self._r(t) * torch.cos(0.5 * math.pi * t)
+
+    def __repr__(self):
+        return f"TrigonometricPath(one_sided={self.kind == 'one_sided'}, gamma={self.gamma_fn!r})"
+
+
+class CosSinPath(Path):
+    """$\\alpha = \\cos(\\pi t / 2)$, $\\beta = \\sin(\\pi t / 2)$ whatever $\\gamma$ is (``"cos_sin"``;
+    probgen's ``"trig"`` before it became the paper's :class:`TrigonometricPath`). Variance
+    preserving only when $\\gamma = 0$.
 
     Args:
         one_sided: if True the base is $N(0, I)$ and $x_0$ plays the part of $z$.
@@ -141,7 +209,7 @@ class TrigonometricPath(Path):
         return 0.5 * math.pi * torch.cos(0.5 * math.pi * t)
 
     def __repr__(self):
-        return f"TrigonometricPath(one_sided={self.kind == 'one_sided'})"
+        return f"CosSinPath(one_sided={self.kind == 'one_sided'})"
 
 
 class EncoderDecoderPath(Path):
@@ -398,6 +466,17 @@ class SigmoidGamma(Gamma):
         return f"SigmoidGamma(scale={self.scale}, sharpness={self.sharpness})"
 
 
+class QuadraticGamma(Gamma):
+    """$\\gamma = a\\,t(1 - t)$ (the paper's smooth alternative to $\\sqrt{t(1-t)}$): $\\dot\\gamma = a(1 - 2t)$
+    is finite at both ends, so no ``t_eps`` is needed."""
+
+    def _gamma(self, t):
+        return t * (1.0 - t)
+
+    def _dgamma(self, t):
+        return 1.0 - 2.0 * t
+
+
 class CustomGamma(Gamma):
     """A $\\gamma$ from user callables; derivative by autograd when not given.
 
@@ -434,6 +513,7 @@ PATHS: dict[str, Callable[[], Path]] = {
     "linear": LinearPath,
     "trig": TrigonometricPath,
     "trigonometric": TrigonometricPath,
+    "cos_sin": CosSinPath,
     "encoder_decoder": EncoderDecoderPath,
     "vp": VPPath,
     "one_sided_linear": lambda: LinearPath(one_sided=True),
@@ -446,6 +526,7 @@ GAMMAS: dict[str, Callable[..., Gamma]] = {
     "brownian": BrownianGamma,
     "sin2": Sin2Gamma,
     "sigmoid": SigmoidGamma,
+    "quadratic": QuadraticGamma,
 }
 
 
@@ -479,15 +560,15 @@ class Interpolant:
     """The stochastic interpolant $x_t = \\alpha(t) x_0 + \\beta(t) x_1 + \\gamma(t) z$ (Definition 2.1).
 
     Args:
-        path: a name in ``PATHS`` (``"linear"``, ``"trig"``, ``"encoder_decoder"``, ``"vp"``,
-            ``"one_sided_linear"``, ``"one_sided_trig"``, ``"mirror"``) or a :class:`Path`.
-        gamma: a name in ``GAMMAS`` (``"zero"``, ``"brownian"``, ``"sin2"``, ``"sigmoid"``) or a
-            :class:`Gamma`.
+        path: a name in ``PATHS`` (``"linear"``, ``"trig"``, ``"cos_sin"``, ``"encoder_decoder"``,
+            ``"vp"``, ``"one_sided_linear"``, ``"one_sided_trig"``, ``"mirror"``) or a :class:`Path`.
+        gamma: a name in ``GAMMAS`` (``"zero"``, ``"brownian"``, ``"quadratic"``, ``"sin2"``,
+            ``"sigmoid"``) or a :class:`Gamma`.
         gamma_scale: the factor $a$ in $a\\,\\gamma(t)$ when ``gamma`` is a name.
 
     Raises:
         ValueError: unknown names; a one-sided path with nonzero $\\gamma$; a mirror or
-            encoder-decoder path with $\\gamma = 0$.
+            encoder-decoder path with $\\gamma = 0$; ``"trig"`` with $\\max\\gamma \\ge 1$.
     """
 
     def __init__(self, path: str | Path = "linear", gamma: str | Gamma = "brownian", gamma_scale: float = 1.0) -> None:
@@ -503,6 +584,7 @@ class Interpolant:
             gamma = GAMMAS[gamma](scale=gamma_scale)
         elif not isinstance(gamma, Gamma):
             raise TypeError(f"gamma must be a str or a Gamma, got {type(gamma).__name__}")
+        path = path.bind(gamma)
         if path.kind == "one_sided" and not gamma.is_zero:
             raise ValueError(
                 f"a one-sided path ({path!r}) already uses x0 = z as its noise: use gamma='zero', got {gamma!r}"
@@ -559,10 +641,20 @@ class Interpolant:
 
         Returns:
             :class:`InterpolantSample` ``(xt, dxt, t, z)``.
+
+        Raises:
+            ValueError: ``t`` not of shape ``(batch,)`` or outside ``[0, 1]`` (or NaN; on an accelerator
+                an asynchronous device assert instead, to avoid a host sync per call); shape mismatches.
         """
-        if t.dim() != 1 or t.shape[0] != x1.shape[0]:
-            raise ValueError(f"t must have shape (batch,) = ({x1.shape[0]},), got {tuple(t.shape)}")
+        if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] != x1.shape[0]:
+            raise ValueError(f"t must have shape (batch,) = ({x1.shape[0]},), got {tuple(getattr(t, 'shape', ()))}")
         t = t.to(dtype=x1.dtype, device=x1.device)
+        inside = (t >= 0) & (t <= 1)  # also catches NaN
+        if t.device.type != "cpu":  # no host sync per training step on an accelerator: an asynchronous device assert
+            torch._assert_async(inside.all(), "t must lie in [0, 1]")
+        elif not bool(inside.all()):
+            bad = t[~inside]
+            raise ValueError(f"t must lie in [0, 1], got {bad.numel()} value(s) outside it, e.g. t = {float(bad[0])}")
         if self.kind == "one_sided":
             if x0 is None:
                 x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=x1.device)

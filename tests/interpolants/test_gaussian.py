@@ -13,7 +13,7 @@ def mixtures():
     return base, target
 
 
-@pytest.mark.parametrize("path,gamma", [("linear", "brownian"), ("trig", "sin2"), ("encoder_decoder", "sin2")])
+@pytest.mark.parametrize("path,gamma", [("linear", "brownian"), ("trig", "brownian"), ("trig", "quadratic"), ("cos_sin", "sin2"), ("encoder_decoder", "sin2")])
 def test_transport_equation(path, gamma):
     """d/dt rho_t + div(b rho_t) = 0, i.e. d/dt log rho = -div b - b . grad log rho (finite differences in t)."""
     base, target = mixtures()

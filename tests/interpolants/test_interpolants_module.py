@@ -65,7 +65,7 @@ def test_validation_and_test_log_nll(tmp_path):
     "kw",
     [
         dict(path="linear", gamma="brownian", objective="velocity_score", sample_method="sde", sample_eps=0.5),
-        dict(path="trig", gamma="sin2", objective="velocity_denoiser", antithetic=True, coupling="ot"),
+        dict(path="trig", gamma="quadratic", objective="velocity_denoiser", antithetic=True, coupling="ot"),
         dict(path="one_sided_linear", gamma="zero", objective="velocity", sample_method="sde", sample_eps=1.0,
              sample_eps_schedule="vanishing"),
         dict(path="vp", gamma="zero", objective="denoiser", nll_divergence="hutchinson", nll_num_probes=2),
@@ -90,8 +90,10 @@ def test_bad_configurations():
         small(sample_method="langevin")
     with pytest.raises(ValueError, match="t_min"):
         small(t_min=0.5, t_max=0.4)
-    model = small(path="linear", gamma="brownian", objective="velocity", sample_method="sde", sample_eps=1.0)
-    with pytest.raises(ValueError, match="gives no score"):
-        model.sample(4)
+    with pytest.raises(ValueError, match="does not identify the score"):
+        small(path="linear", gamma="brownian", objective="velocity", sample_method="sde", sample_eps=1.0)
+    model = small(path="linear", gamma="brownian", objective="velocity")
+    with pytest.raises(ValueError, match="does not identify the score"):
+        model.sample(4, method="sde", eps=1.0)
     with pytest.raises(ValueError, match="num_samples"):
         model.sample(0)

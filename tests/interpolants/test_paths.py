@@ -88,9 +88,10 @@ def test_sample_matches_definition_and_time_derivative():
     x0, x1, z = (torch.randn(5, 3, dtype=torch.float64) for _ in range(3))
     t = torch.rand(5, dtype=torch.float64) * 0.9 + 0.05
     s = I.sample(x0, x1, t, z=z)
-    c = torch.cos(math.pi * t / 2)[:, None]
-    sn = torch.sin(math.pi * t / 2)[:, None]
     g = torch.sqrt(t * (1 - t))[:, None]
+    # the paper's trigonometric interpolant: sqrt(1 - gamma^2) (cos, sin)
+    c = torch.sqrt(1 - g**2) * torch.cos(math.pi * t / 2)[:, None]
+    sn = torch.sqrt(1 - g**2) * torch.sin(math.pi * t / 2)[:, None]
     torch.testing.assert_close(s.xt, c * x0 + sn * x1 + g * z)
     # dxt is the time derivative of xt along the fixed (x0, x1, z)
     tt = t.clone().requires_grad_(True)
