@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -11,7 +14,9 @@ from probgen.fractional.model import (
     NeuralFractionalSDE,
     gaussian_log_likelihood,
     next_observation_context,
+    remaining_observations_context,
 )
+from probgen.sde.variational import LinearGaussianObservations
 
 __all__ = ["FractionalSDE", "LatentFractionalSDE"]
 
@@ -45,8 +50,15 @@ class FractionalSDE(ProbgenModule):
             control's form for linear-Gaussian priors; see ``ControlNet``).
         control_hidden, control_depth: control network sizes.
         context: ``"none"`` (one fixed conditioning, e.g. a bridge: ``sample`` then draws
-            posterior paths) or ``"next_obs"`` (the control sees the next observation;
-            ``sample`` draws from the learnt prior).
+            posterior paths), ``"next_obs"`` (the control sees the next observation;
+            ``sample`` draws from the learnt prior) or ``"all_obs"`` (also a backward-GRU summary
+            of all observations still ahead, size ``encoder_hidden``).
+        transition: ``"girsanov"`` (the paper's control, $\kappa = 1$; warns once when
+            $\rho = v_0^2 h / s^2 > 0.1$ on observation steps, where its gap grows with
+            $\sum_k\omega_k$ and biases H) or ``"gaussian"`` (learnt mean and variance per step and
+            the exact Gaussian update on observation steps, :mod:`probgen.sde.variational`;
+            its optimum is the exact likelihood of the Euler chain).
+        encoder_hidden: summary size for ``context="all_obs"``.
         x0: the known initial value.
         obs_std: observation noise std $s$.
         dt: Euler step of the shared solver.
@@ -83,11 +95,17 @@ class FractionalSDE(ProbgenModule):
         hurst_lr: float | None = None,
         sample_points: int = 101,
         sample_condition: list[float] | None = None,
+        transition: str = "girsanov",
+        encoder_hidden: int = 16,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if context not in ("none", "next_obs"):
-            raise ValueError(f"context must be 'none' or 'next_obs', got {context!r}")
+        if context not in ("none", "next_obs", "all_obs"):
+            raise ValueError(f"context must be 'none', 'next_obs' or 'all_obs', got {context!r}")
+        if transition not in ("girsanov", "gaussian"):
+            raise ValueError(f"transition must be 'girsanov' or 'gaussian', got {transition!r}")
+        if context == "all_obs" and encoder_hidden < 1:
+            raise ValueError(f"context='all_obs' needs encoder_hidden >= 1, got {encoder_hidden}")
         if obs_std <= 0:
             raise ValueError(f"obs_std must be positive, got {obs_std}")
         if sample_condition is not None and (len(sample_condition) != 2 or dim != 1):
@@ -95,9 +113,43 @@ class FractionalSDE(ProbgenModule):
         self.sde = NeuralFractionalSDE(
             dim=dim, n_ou=n_ou, gamma_max=gamma_max, horizon=horizon, kind=kind, white=white, hurst=hurst,
             learn_hurst=learn_hurst, drift=drift, theta=theta, learn_theta=learn_theta, diffusion=diffusion,
-            sigma=sigma, learn_sigma=learn_sigma, context_dim=2 * dim + 1 if context == "next_obs" else 0,
+            sigma=sigma, learn_sigma=learn_sigma, context_dim=self._context_dim(),
             control=control, control_hidden=control_hidden, control_depth=control_depth,
+            learn_variance=transition == "gaussian", encoder_hidden=encoder_hidden if context == "all_obs" else 0,
         )
+        self._rho_warned = False
+
+    def _context_dim(self) -> int:
+        hp = self.hparams
+        return {"none": 0, "next_obs": 2 * hp.dim + 1, "all_obs": 2 * hp.dim + 1 + hp.encoder_hidden}[hp.context]
+
+    def _context(self, times: Tensor, values: Tensor):
+        hp = self.hparams
+        if hp.context == "next_obs":
+            return next_observation_context(times, values, hp.dt)
+        if hp.context == "all_obs":
+            return remaining_observations_context(times, values, self.sde.obs_encoder(times, values), hp.dt)
+        return None
+
+    def _observations(self, times: Tensor, values: Tensor) -> LinearGaussianObservations | None:
+        if self.hparams.transition != "gaussian":
+            return None
+        return LinearGaussianObservations(times, values, self.hparams.obs_std)
+
+    def _check_rho(self, ts: Tensor) -> None:
+        if self._rho_warned or self.hparams.transition != "girsanov":
+            return
+        hp = self.hparams
+        rho = self.sde.observation_step_rho(ts, hp.dt, hp.obs_std)
+        if rho > 0.1:
+            self._rho_warned = True
+            warnings.warn(
+                f"rho = v0^2 h / obs_std^2 = {rho:.3g} > 0.1 on observation steps: the Girsanov family loses "
+                f">= {0.5 * (rho - math.log1p(rho)):.3g} nats of ELBO per observation, and the loss grows as H "
+                "falls, so a learnt H is biased upwards; use transition='gaussian' (exact update on observation "
+                "steps) or a smaller dt",
+                stacklevel=3,
+            )
 
     def elbo(self, values: Tensor, times: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Per-path ELBO terms.
@@ -114,9 +166,15 @@ class FractionalSDE(ProbgenModule):
         hp = self.hparams
         ts = torch.cat([times.new_zeros(1), times]).to(values)
         x0 = torch.full((values.shape[0], hp.dim), float(hp.x0), dtype=values.dtype, device=values.device)
-        context = next_observation_context(times.to(values), values, hp.dt) if hp.context == "next_obs" else None
-        xs, _, kl = self.sde.simulate(x0, ts, hp.dt, posterior=True, context=context, generator=generator)
+        times = times.to(values)
+        context = self._context(times, values)
+        obs = self._observations(times, values)
+        self._check_rho(ts)
+        xs, _, kl = self.sde.simulate(x0, ts, hp.dt, posterior=True, context=context, generator=generator,
+                                      observations=obs)
         log_lik = gaussian_log_likelihood(values, xs[1:].transpose(0, 1), hp.obs_std)
+        if obs is not None:  # the solver returned the negative ELBO; report kl so that elbo = log_lik - kl
+            return {"elbo": -kl, "log_lik": log_lik, "kl": kl + log_lik, "xs": xs}
         return {"elbo": log_lik - kl, "log_lik": log_lik, "kl": kl, "xs": xs}
 
     def posterior_paths(self, values: Tensor, times: Tensor, ts: Tensor,
@@ -131,9 +189,12 @@ class FractionalSDE(ProbgenModule):
         """
         hp = self.hparams
         x0 = torch.full((values.shape[0], hp.dim), float(hp.x0), dtype=values.dtype, device=values.device)
-        context = next_observation_context(times.to(values), values, hp.dt) if hp.context == "next_obs" else None
-        xs, _, _ = self.sde.simulate(x0, ts.to(values), hp.dt, posterior=True, context=context, generator=generator)
-        return xs.transpose(0, 1)
+        times, ts = times.to(values), ts.to(values)
+        obs = self._observations(times, values)
+        grid = torch.unique(torch.cat([ts, times])) if obs is not None else ts  # observations on the grid
+        xs, _, _ = self.sde.simulate(x0, grid, hp.dt, posterior=True, context=self._context(times, values),
+                                     generator=generator, observations=obs)
+        return xs[torch.searchsorted(grid, ts)].transpose(0, 1)
 
     def _log_params(self, prefix: str) -> None:
         self.log(f"{prefix}/hurst", self.sde.hurst.detach())
@@ -176,7 +237,7 @@ class FractionalSDE(ProbgenModule):
         hp = self.hparams
         dtype = self.sde.hurst_raw.dtype
         ts = torch.linspace(0.0, hp.horizon, hp.sample_points, dtype=dtype, device=self.device)
-        if hp.context == "next_obs" and hp.sample_condition is not None:
+        if hp.context != "none" and hp.sample_condition is not None:
             t_obs, v_obs = (float(v) for v in hp.sample_condition)
             values = torch.full((num_samples, 1, 1), v_obs, dtype=dtype, device=self.device)
             return self.posterior_paths(values, ts.new_tensor([t_obs]), ts, generator=generator)
