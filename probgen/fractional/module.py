@@ -30,6 +30,20 @@ def _hurst_param_groups(model: NeuralFractionalSDE, lr: float, hurst_lr: float |
     return groups
 
 
+def _constant_one(step: int) -> float:
+    return 1.0
+
+
+class _Warmup:
+    """Learning-rate factor 0 for the first ``steps`` optimizer steps, then 1."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def __call__(self, step: int) -> float:
+        return 0.0 if step < self.steps else 1.0
+
+
 class FractionalSDE(ProbgenModule):
     r"""A fractional-noise SDE fitted to observed paths or bridges by variational inference.
 
@@ -59,6 +73,8 @@ class FractionalSDE(ProbgenModule):
             the exact Gaussian update on observation steps, :mod:`probgen.sde.variational`;
             its optimum is the exact likelihood of the Euler chain).
         encoder_hidden: summary size for ``context="all_obs"``.
+        hurst_warmup_steps: optimizer steps with the Hurst learning rate at 0, so that the
+            control fits the observations before H moves.
         x0: the known initial value.
         obs_std: observation noise std $s$.
         dt: Euler step of the shared solver.
@@ -97,6 +113,7 @@ class FractionalSDE(ProbgenModule):
         sample_condition: list[float] | None = None,
         transition: str = "girsanov",
         encoder_hidden: int = 16,
+        hurst_warmup_steps: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -223,7 +240,13 @@ class FractionalSDE(ProbgenModule):
         self.log("test/elbo", self.elbo(values, times)["elbo"].mean())
 
     def configure_optimizers(self):
-        return torch.optim.Adam(_hurst_param_groups(self.sde, self.hparams.lr, self.hparams.hurst_lr))
+        groups = _hurst_param_groups(self.sde, self.hparams.lr, self.hparams.hurst_lr)
+        opt = torch.optim.Adam(groups)
+        warm = int(self.hparams.hurst_warmup_steps)
+        if warm <= 0 or len(groups) < 2:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, [_constant_one, _Warmup(warm)])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
