@@ -165,10 +165,27 @@ def main() -> None:
                    help="std of Gaussian noise added to the simulated observations (the model assumes 0.05)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--hurst-lr", type=float, default=2e-2)
+    p.add_argument("--argmax", action="store_true",
+                   help="closed-form argmax over H (step 0.025) of the exact log-lik and of each family's best ELBO")
     p.add_argument("--gap-table", action="store_true",
                    help="closed-form ELBO optimum of each family per model H on the first --hurst's data")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.argmax:
+        fine = [round(0.15 + 0.025 * i, 3) for i in range(29)]
+        print(f"# argmax over model H in {fine[0]}..{fine[-1]} (step 0.025), theta = 1, K={a.n_ou}, "
+              f"gamma_max={a.gamma_max}, dt={a.dt}, {a.num_paths} paths, data noise std {a.obs_noise}, seed {a.seeds[0]}")
+        print("| true H | exact log-lik | best ELBO, gaussian family (Y0 from prior) | best ELBO, Girsanov family |")
+        print("|---|---|---|---|")
+        for h in a.hurst:
+            gen = torch.Generator().manual_seed(a.seeds[0])
+            times, paths = simulate_fou(a.num_paths, h, theta=1.0, sigma=1.0, horizon=2.0, n_obs=a.n_obs, generator=gen)
+            if a.obs_noise > 0:
+                paths = paths + a.obs_noise * torch.randn(paths.shape, generator=gen)
+            os_ = [oracle(paths.unsqueeze(-1), times, g, 1.0, a.n_ou, a.gamma_max, a.dt, 0.05) for g in fine]
+            best = [fine[max(range(len(fine)), key=lambda i, k=k: os_[i][k])] for k in ("ll", "gaussian", "girsanov")]
+            print(f"| {h} | {best[0]} | {best[1]} | {best[2]} |", flush=True)
+        return
     if a.gap_table:
         times, paths = simulate_fou(a.num_paths, a.hurst[0], theta=1.0, sigma=1.0, horizon=2.0, n_obs=a.n_obs,
                                     generator=torch.Generator().manual_seed(a.seeds[0]))
