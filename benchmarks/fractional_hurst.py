@@ -10,11 +10,20 @@ which sees the next observation. Prints the learnt H and theta per seed and thei
 ``--elbo-at H1 H2 ...`` instead trains the control with the model's H fixed at each given value
 (theta fixed at the truth, 1) on the data of the first ``--hurst``, and prints the final ELBO
 on all paths next to the exact log-likelihood at that H: the variational gap per H.
+
+``--transition gaussian`` uses the learnt-variance family with the exact update on observation
+steps (``FractionalSDE(transition="gaussian")``); ``--context all_obs`` adds the backward-GRU
+summary of the remaining observations; ``--fix-theta`` keeps theta at the truth (1).
+
+``--gap-table`` prints, in closed form (``probgen.fractional.oracle``, no training), the exact
+log-likelihood per model H and the best ELBO of each family on the solver's step grid, with
+the decomposition of the Girsanov family's deficit.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -22,6 +31,7 @@ import torch
 
 from probgen.data.fou import simulate_fou
 from probgen.fractional import FractionalSDE
+from probgen.fractional.oracle import backward_messages, fou_chain, girsanov_gap, log_likelihood, prior_start_elbo
 from probgen.sde.fbm import MarkovFBM
 
 
@@ -59,16 +69,34 @@ def exact_log_likelihood(values: torch.Tensor, times: torch.Tensor, hurst: float
     return float(dist.log_prob(values.double()).mean())
 
 
+def oracle(values: torch.Tensor, times: torch.Tensor, hurst: float, theta: float, n_ou: int, gamma_max: float,
+           dt: float, obs_std: float) -> dict[str, float]:
+    """Closed forms on sdeint's step grid, mean per path: exact log-lik, the learnt-variance family's best ELBO
+    with Y(0) from its prior, the Girsanov family's best ELBO and its deficit (data-independent)."""
+    m = MarkovFBM(hurst, n_ou, gamma_max, 2.0, "type1", dtype=torch.float64)
+    chain = fou_chain(m, theta, 1.0, times, dt, obs_std)
+    v = values.double()
+    msg = backward_messages(chain, v)
+    ll = float(log_likelihood(chain, v, msg).mean())
+    start = float(prior_start_elbo(chain, msg).mean())
+    gap = float(girsanov_gap(msg))
+    return {"ll": ll, "gaussian": start, "girsanov": start - gap, "gap": gap, "y0": ll - start}
+
+
 def run(hurst: float, seed: int, iters: int, n_ou: int, gamma_max: float, dt: float, n_obs: int,
-        num_paths: int, batch: int, warmup: int, hidden: int, control: str) -> tuple[float, float, float, float]:
+        num_paths: int, batch: int, warmup: int, hidden: int, control: str, transition: str = "girsanov",
+        context: str = "next_obs", fix_theta: bool = False, lr: float = 3e-3,
+        hurst_lr: float = 2e-2, obs_noise: float = 0.0) -> tuple[float, float, float, float]:
     gen = torch.Generator().manual_seed(seed)
     times, paths = simulate_fou(num_paths, hurst, theta=1.0, sigma=1.0, horizon=2.0, n_obs=n_obs, generator=gen)
+    if obs_noise > 0:  # observations drawn with the model's own noise
+        paths = paths + obs_noise * torch.randn(paths.shape, generator=gen)
     values = paths.unsqueeze(-1)
     torch.manual_seed(seed)
     model = FractionalSDE(n_ou=n_ou, gamma_max=gamma_max, horizon=2.0, kind="type1", hurst=0.5, learn_hurst=True,
-                          drift="ou", theta=0.5, learn_theta=True, sigma=1.0, context="next_obs", obs_std=0.05,
-                          dt=dt, lr=3e-3, hurst_lr=2e-2, control=control,
-                          control_hidden=hidden)
+                          drift="ou", theta=1.0 if fix_theta else 0.5, learn_theta=not fix_theta, sigma=1.0,
+                          context=context, obs_std=0.05, dt=dt, lr=lr, hurst_lr=hurst_lr, control=control,
+                          control_hidden=hidden, transition=transition)
     opt = model.configure_optimizers()
     model.sde.hurst_raw.requires_grad_(False)  # warm-up: fit the control (and theta) at H = 0.5 first
     start = time.perf_counter()
@@ -97,7 +125,8 @@ def elbo_at(true_h: float, model_h: float, seed: int, iters: int, a) -> tuple[fl
     torch.manual_seed(seed)
     model = FractionalSDE(n_ou=a.n_ou, gamma_max=a.gamma_max, horizon=2.0, kind="type1", hurst=model_h,
                           learn_hurst=False, drift="ou", theta=1.0, learn_theta=False, sigma=1.0, context="next_obs",
-                          obs_std=0.05, dt=a.dt, lr=3e-3, control=a.control, control_hidden=a.hidden)
+                          obs_std=0.05, dt=a.dt, lr=a.lr, control=a.control, control_hidden=a.hidden,
+                          transition=a.transition)
     opt = model.configure_optimizers()
     for _ in range(iters):
         idx = torch.randint(0, a.num_paths, (a.batch,), generator=gen)
@@ -107,7 +136,7 @@ def elbo_at(true_h: float, model_h: float, seed: int, iters: int, a) -> tuple[fl
         opt.step()
     with torch.no_grad():
         elbos = torch.stack([model.elbo(values, times)["elbo"].mean() for _ in range(4)])
-    ll = exact_log_likelihood(paths, times, model_h, 1.0, a.n_ou, a.gamma_max, a.dt, 0.05)
+    ll = oracle(values, times, model_h, 1.0, a.n_ou, a.gamma_max, a.dt, 0.05)["ll"]
     return elbos.mean().item(), elbos.std().item(), ll
 
 
@@ -129,8 +158,52 @@ def main() -> None:
                    help="fixed model H values: print the trained ELBO and exact log-likelihood at each")
     p.add_argument("--profile", action="store_true",
                    help="print the exact log-likelihood profile over H instead of training")
+    p.add_argument("--transition", default="girsanov", choices=["girsanov", "gaussian"])
+    p.add_argument("--context", default="next_obs", choices=["next_obs", "all_obs"])
+    p.add_argument("--fix-theta", action="store_true", help="keep theta at the truth (1)")
+    p.add_argument("--obs-noise", type=float, default=0.0,
+                   help="std of Gaussian noise added to the simulated observations (the model assumes 0.05)")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--hurst-lr", type=float, default=2e-2)
+    p.add_argument("--argmax", action="store_true",
+                   help="closed-form argmax over H (step 0.025) of the exact log-lik and of each family's best ELBO")
+    p.add_argument("--gap-table", action="store_true",
+                   help="closed-form ELBO optimum of each family per model H on the first --hurst's data")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.argmax:
+        fine = [round(0.15 + 0.025 * i, 3) for i in range(29)]
+        print(f"# argmax over model H in {fine[0]}..{fine[-1]} (step 0.025), theta = 1, K={a.n_ou}, "
+              f"gamma_max={a.gamma_max}, dt={a.dt}, {a.num_paths} paths, data noise std {a.obs_noise}, seed {a.seeds[0]}")
+        print("| true H | exact log-lik | best ELBO, gaussian family (Y0 from prior) | best ELBO, Girsanov family |")
+        print("|---|---|---|---|")
+        for h in a.hurst:
+            gen = torch.Generator().manual_seed(a.seeds[0])
+            times, paths = simulate_fou(a.num_paths, h, theta=1.0, sigma=1.0, horizon=2.0, n_obs=a.n_obs, generator=gen)
+            if a.obs_noise > 0:
+                paths = paths + a.obs_noise * torch.randn(paths.shape, generator=gen)
+            os_ = [oracle(paths.unsqueeze(-1), times, g, 1.0, a.n_ou, a.gamma_max, a.dt, 0.05) for g in fine]
+            best = [fine[max(range(len(fine)), key=lambda i, k=k: os_[i][k])] for k in ("ll", "gaussian", "girsanov")]
+            print(f"| {h} | {best[0]} | {best[1]} | {best[2]} |", flush=True)
+        return
+    if a.gap_table:
+        times, paths = simulate_fou(a.num_paths, a.hurst[0], theta=1.0, sigma=1.0, horizon=2.0, n_obs=a.n_obs,
+                                    generator=torch.Generator().manual_seed(a.seeds[0]))
+        values = paths.unsqueeze(-1)
+        grid = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+        print(f"# data: true H {a.hurst[0]}, {a.num_paths} paths, {a.n_obs} obs (std 0.05 in the model), K={a.n_ou}, "
+              f"gamma_max={a.gamma_max}, dt={a.dt}, theta = 1; closed forms, nats per path")
+        print("| model H | sum omega | rho = v0^2 h / s^2 | exact log-lik | best ELBO, gaussian family (Y0 from prior) "
+              "| best ELBO, Girsanov family | Girsanov deficit | of which 20 x 1/2 (rho - log(1 + rho)) | Y0 term |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for h in grid:
+            o = oracle(values, times, h, 1.0, a.n_ou, a.gamma_max, a.dt, 0.05)
+            v0 = float(MarkovFBM(h, a.n_ou, a.gamma_max, 2.0, "type1", dtype=torch.float64).omegas.sum())
+            rho = v0**2 * (2.0 / a.n_obs / round(2.0 / a.n_obs / a.dt)) / 0.05**2
+            local = a.n_obs * 0.5 * (rho - math.log1p(rho))
+            print(f"| {h} | {v0:.3f} | {rho:.2f} | {o['ll']:.2f} | {o['gaussian']:.2f} | {o['girsanov']:.2f} | "
+                  f"{o['gap']:.2f} | {local:.2f} | {o['y0']:.2f} |", flush=True)
+        return
     if a.elbo_at:
         print(f"# data: true H {a.hurst[0]}, seed {a.seeds[0]}; control trained {a.iters} iters at fixed H, theta = 1")
         print("| model H | ELBO per path (+- MC std) | exact log-lik | gap |")
@@ -154,12 +227,14 @@ def main() -> None:
         return
     print(f"# K={a.n_ou}, gamma_max={a.gamma_max}, dt={a.dt}, {a.n_obs} obs on (0, 2], {a.num_paths} paths, "
           f"batch {a.batch}, {a.iters} iters ({a.warmup} with H frozen at 0.5), {a.control} control 2x{a.hidden}, "
-          f"seeds {a.seeds}; H and theta averaged over the last 20% of iterates")
+          f"transition {a.transition}, context {a.context}, theta {'fixed at 1' if a.fix_theta else 'learnt'}, "
+          f"lr {a.lr}, hurst lr {a.hurst_lr}, data noise std {a.obs_noise}, seeds {a.seeds}; H and theta averaged "
+          "over the last 20% of iterates")
     print("| true H | learnt H (per seed) | mean +- std | abs err | learnt theta (true 1) | s / iter |")
     print("|---|---|---|---|---|---|")
     for h in a.hurst:
         rs = [run(h, s, a.iters, a.n_ou, a.gamma_max, a.dt, a.n_obs, a.num_paths, a.batch, a.warmup, a.hidden,
-                  a.control)
+                  a.control, a.transition, a.context, a.fix_theta, a.lr, a.hurst_lr, a.obs_noise)
               for s in a.seeds]
         hs = [r[0] for r in rs]
         mean = statistics.fmean(hs)

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from probgen.fractional.augmented import AugmentedFractionalSDE, split_state
 from probgen.sde import sdeint
 from probgen.sde.fbm import KINDS, MarkovFBM
+from probgen.sde.solvers import step_grid
+from probgen.sde.variational import LinearGaussianObservations, VariationalEuler
 
 __all__ = [
     "MLP",
@@ -93,30 +95,53 @@ class ControlNet(nn.Module):
         hidden, depth, activation: of the MLP.
         gammas: ``(K,)`` OU speeds for the input scaling (default: no scaling).
         kind: ``"mlp"`` or ``"affine"``.
+        learn_variance: also output $\log\kappa^2 = -\mathrm{softplus}(r) \in (-\infty, 0)$ per
+            dimension (:meth:`transition`), a function of $(t, c)$ only (for ``"affine"``) or of all
+            inputs (``"mlp"``); initialised at $r = -2$ ($\kappa^2 = 0.88$).
     """
 
     def __init__(self, dim: int, n_ou: int, context_dim: int = 0, hidden: int = 64, depth: int = 2,
-                 activation: str = "tanh", gammas: Tensor | None = None, kind: str = "mlp") -> None:
+                 activation: str = "tanh", gammas: Tensor | None = None, kind: str = "mlp",
+                 learn_variance: bool = False) -> None:
         super().__init__()
         if kind not in ("mlp", "affine"):
             raise ValueError(f"control kind must be 'mlp' or 'affine', got {kind!r}")
         self.kind, self.dim = kind, dim
+        self.learn_variance = bool(learn_variance)
+        n_var = dim if self.learn_variance else 0
         self.state_dim = dim * (n_ou + 1) + context_dim
         if kind == "mlp":
-            self.net = MLP(2 + self.state_dim, dim, hidden, depth, activation, zero_last=True)
+            self.net = MLP(2 + self.state_dim, dim + n_var, hidden, depth, activation, zero_last=True)
         else:
-            self.net = MLP(2 + context_dim, dim * (1 + self.state_dim), hidden, depth, activation, zero_last=True)
+            self.net = MLP(2 + context_dim, dim * (1 + self.state_dim) + n_var, hidden, depth, activation,
+                           zero_last=True)
+        if n_var:
+            with torch.no_grad():
+                self.net[-1].bias[-n_var:] = -2.0  # kappa^2 = exp(-softplus(-2)) = 0.88 at initialisation
         scale = torch.ones(n_ou) if gammas is None else torch.sqrt(2 * gammas.detach().float())
         self.register_buffer("y_scale", scale, persistent=False)
 
-    def forward(self, t: Tensor, x: Tensor, y: Tensor, c: Tensor | None = None) -> Tensor:
+    def transition(self, t: Tensor, x: Tensor, y: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The control ``u (batch, d)`` and ``log_var`` $= \log\kappa^2$ ``(batch, d)`` (``None``
+        without ``learn_variance``): the step law of :class:`probgen.sde.variational.VariationalEuler`."""
         tf = time_features(t, x.shape[0], x)
         state = [x, (y * self.y_scale.to(y)).flatten(1)] + ([c] if c is not None else [])
+        n_var = self.dim if self.learn_variance else 0
         if self.kind == "mlp":
-            return self.net(torch.cat([tf] + state, dim=-1))
-        coef = self.net(torch.cat([tf, c], dim=-1) if c is not None else tf)
-        bias, weight = coef[:, : self.dim], coef[:, self.dim :].unflatten(-1, (self.dim, self.state_dim))
-        return bias + (weight @ torch.cat(state, dim=-1).unsqueeze(-1)).squeeze(-1)
+            out = self.net(torch.cat([tf] + state, dim=-1))
+            u = out[:, : self.dim]
+        else:
+            coef = self.net(torch.cat([tf, c], dim=-1) if c is not None else tf)
+            out = coef
+            n_aff = self.dim * (1 + self.state_dim)
+            bias = coef[:, : self.dim]
+            weight = coef[:, self.dim : n_aff].unflatten(-1, (self.dim, self.state_dim))
+            u = bias + (weight @ torch.cat(state, dim=-1).unsqueeze(-1)).squeeze(-1)
+        log_var = -F.softplus(out[:, out.shape[1] - n_var :]) if n_var else None
+        return u, log_var
+
+    def forward(self, t: Tensor, x: Tensor, y: Tensor, c: Tensor | None = None) -> Tensor:
+        return self.transition(t, x, y, c)[0]
 
 
 class NeuralFractionalSDE(nn.Module):
@@ -138,6 +163,10 @@ class NeuralFractionalSDE(nn.Module):
         context_dim: size of the control's context input.
         control: ``"mlp"`` or ``"affine"`` (see :class:`ControlNet`).
         control_hidden, control_depth, drift_hidden: network sizes.
+        learn_variance: the posterior step also learns its variance $\kappa^2 h$ (see
+            :mod:`probgen.sde.variational`); ``False`` is the Girsanov control ($\kappa = 1$).
+        encoder_hidden: size of an :class:`ObservationEncoder` over the observations still
+            ahead (0: none); its summary is part of the control's context.
 
     Raises:
         ValueError: bad sizes, an unknown drift/diffusion/kind, or a Hurst index outside (0, 1).
@@ -164,6 +193,8 @@ class NeuralFractionalSDE(nn.Module):
         control_hidden: int = 64,
         control_depth: int = 2,
         drift_hidden: int = 64,
+        learn_variance: bool = False,
+        encoder_hidden: int = 0,
     ) -> None:
         super().__init__()
         if dim < 1:
@@ -210,7 +241,8 @@ class NeuralFractionalSDE(nn.Module):
             self.register_buffer("sigma_raw", sig)
         gammas = None if self.white else MarkovFBM(0.5, self.n_ou, self.gamma_max, self.horizon, kind).gammas
         self.control = ControlNet(dim, self.n_ou, context_dim, control_hidden, control_depth, gammas=gammas,
-                                  kind=control)
+                                  kind=control, learn_variance=learn_variance)
+        self.obs_encoder = ObservationEncoder(dim, encoder_hidden) if encoder_hidden > 0 else None
 
     # -- prior ------------------------------------------------------------------------------
     @property
@@ -280,8 +312,14 @@ class NeuralFractionalSDE(nn.Module):
         generator: torch.Generator | None = None,
         method: str = "euler",
         control_until: float | None = None,
+        observations: LinearGaussianObservations | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Integrate the augmented SDE from ``x0`` over ``ts`` with the shared solver.
+
+        The posterior runs on :class:`probgen.sde.variational.VariationalEuler` when the control
+        learns its variance or ``observations`` are given (their steps are then conditioned on
+        exactly, and the returned KL is the negative ELBO of transitions and those observations);
+        otherwise the Girsanov-controlled SDE runs on ``method``.
 
         Args:
             x0: ``(batch, d)`` initial values.
@@ -292,18 +330,51 @@ class NeuralFractionalSDE(nn.Module):
             generator: random generator for Y(0) and the Brownian increments.
             method: solver method of :func:`probgen.sde.sdeint` ("euler").
             control_until: prior dynamics after this time (see :meth:`build_sde`).
+            observations: optional linear-Gaussian observations of ``X`` (index ``0..d-1``); their
+                times must be in ``ts``.
 
         Returns:
-            ``xs: (T, batch, d)``, ``ys: (T, batch, d, K)``, path KL ``(batch,)`` $= \\tfrac12\\int |u|^2 dt$.
+            ``xs: (T, batch, d)``, ``ys: (T, batch, d, K)``, path KL ``(batch,)`` $= \\tfrac12\\int |u|^2 dt$
+            (Girsanov) or the negative ELBO of the transitions (and of ``observations``).
         """
         m = self.markov()
         if m is not None:
             m.check_dt(dt)
-        sde = self.build_sde(posterior, context, control_until)
+        variational = posterior and (self.control.learn_variance or observations is not None)
+        sde = self.build_sde(posterior and not variational, context, control_until)
         z0 = sde.initial_state(x0, self.initial_ou_state(x0.shape[0], x0, generator))
-        zs = sdeint(sde, z0, ts, method=method, dt=dt, generator=generator)
+        if variational:
+            if control_until is not None:
+                raise ValueError("control_until is not supported with a learnt variance or observations")
+            zs = sdeint(sde, z0, ts, method=VariationalEuler, dt=dt, generator=generator,
+                        options={"transition": self._transition(context), "observations": observations})
+        else:
+            zs = sdeint(sde, z0, ts, method=method, dt=dt, generator=generator)
         xs, ys, kl = split_state(zs, self.dim, self.n_ou)
         return xs, ys, kl[-1]
+
+    def _transition(self, context: Callable | None) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]:
+        def transition(t: Tensor, z: Tensor) -> tuple[Tensor, Tensor | None]:
+            x, y, _ = split_state(z, self.dim, self.n_ou)
+            return self.control.transition(t, x, y, context(t, x) if context is not None else None)
+
+        return transition
+
+    def observation_step_rho(self, ts: Tensor, dt: float, obs_std: float) -> float:
+        r"""$\rho = \max_i v_0^2 h_i / s^2$ over the steps into the observation times ``ts[1:]``.
+
+        $v_0 = \sigma \sum_k \omega_k$ is the noise std of X per unit step. With the Girsanov
+        family each observation step loses at least $\tfrac12(\rho - \log(1 + \rho))$ nats of
+        ELBO, a loss that depends on H through $\sum_k \omega_k$ (constant diffusion only).
+        """
+        grid, counts = step_grid([float(t) for t in ts], dt)
+        ends = [int(sum(counts[: i + 1])) for i in range(len(counts))]
+        h = max(grid[j] - grid[j - 1] for j in ends)
+        with torch.no_grad():
+            sigma = float(self.diffusion(ts[0], ts.new_zeros(1, self.dim)).max())
+            m = self.markov()
+            v0 = sigma * (float(m.omegas.sum()) if m is not None else 1.0)
+        return v0 * v0 * h / obs_std**2
 
 
 def gaussian_log_likelihood(obs: Tensor, pred: Tensor, std: Tensor | float) -> Tensor:
@@ -339,10 +410,57 @@ def next_observation_context(times: Tensor, values: Tensor, dt: float) -> Callab
     """
 
     def context(t: Tensor, x: Tensor) -> Tensor:
-        t = torch.as_tensor(t, dtype=times.dtype, device=times.device).reshape(1)
-        idx = torch.searchsorted(times, t + 0.5 * dt).clamp_max(times.numel() - 1)
-        diff = values[:, idx[0]] - x
-        gap = (times[idx] - t).to(x).expand(x.shape[0], 1)
-        return torch.cat([diff, gap, diff / (gap + dt)], dim=-1)
+        return _next_observation(times, values, dt, t, x)[0]
+
+    return context
+
+
+def _next_observation(times: Tensor, values: Tensor, dt: float, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The next-observation features ``(batch, 2 d + 1)`` and the next observation's index ``(1,)``."""
+    t = torch.as_tensor(t, dtype=times.dtype, device=times.device).reshape(1)
+    idx = torch.searchsorted(times, t + 0.5 * dt).clamp_max(times.numel() - 1)
+    diff = values[:, idx[0]] - x
+    gap = (times[idx] - t).to(x).expand(x.shape[0], 1)
+    return torch.cat([diff, gap, diff / (gap + dt)], dim=-1), idx
+
+
+class ObservationEncoder(nn.Module):
+    """Backward GRU over the observations: ``summary[:, j]`` encodes observations ``j..n-1``.
+
+    Args:
+        dim: ``d`` of the observations.
+        hidden: size of the summary.
+    """
+
+    def __init__(self, dim: int, hidden: int = 16) -> None:
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        self.gru = nn.GRU(dim + 1, hidden, batch_first=True)
+        self.hidden = hidden
+
+    def forward(self, times: Tensor, values: Tensor) -> Tensor:
+        """``times: (n,)``, ``values: (batch, n, d)`` -> ``(batch, n, hidden)``."""
+        feats = torch.cat([values, times.to(values).expand(values.shape[0], -1).unsqueeze(-1)], dim=-1)
+        out, _ = self.gru(feats.flip(1))
+        return out.flip(1)
+
+
+def remaining_observations_context(times: Tensor, values: Tensor, summary: Tensor,
+                                   dt: float) -> Callable[[Tensor, Tensor], Tensor]:
+    r"""Context over all observations still ahead: :func:`next_observation_context`'s features and
+    the backward summary of the observations from the next one on.
+
+    Args:
+        times: ``(n,)``; values: ``(batch, n, d)``; summary: ``(batch, n, c)`` from
+            :class:`ObservationEncoder`; dt: the solver step.
+
+    Returns:
+        ``context(t, x) -> (batch, 2 d + 1 + c)``.
+    """
+
+    def context(t: Tensor, x: Tensor) -> Tensor:
+        feats, idx = _next_observation(times, values, dt, t, x)
+        return torch.cat([feats, summary[:, idx[0]].to(x)], dim=-1)
 
     return context

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -11,9 +14,11 @@ from probgen.fractional.model import (
     NeuralFractionalSDE,
     gaussian_log_likelihood,
     next_observation_context,
+    remaining_observations_context,
 )
 from probgen.sde.fbm import KINDS
 from probgen.validation import check_bool, check_choice, check_int, check_real, check_reals
+from probgen.sde.variational import LinearGaussianObservations
 
 __all__ = ["FractionalSDE", "LatentFractionalSDE"]
 
@@ -42,6 +47,20 @@ def _hurst_param_groups(model: NeuralFractionalSDE, lr: float, hurst_lr: float |
     return groups
 
 
+def _constant_one(step: int) -> float:
+    return 1.0
+
+
+class _Warmup:
+    """Learning-rate factor 0 for the first ``steps`` optimizer steps, then 1."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def __call__(self, step: int) -> float:
+        return 0.0 if step < self.steps else 1.0
+
+
 class FractionalSDE(ProbgenModule):
     r"""A fractional-noise SDE fitted to observed paths or bridges by variational inference.
 
@@ -62,8 +81,17 @@ class FractionalSDE(ProbgenModule):
             control's form for linear-Gaussian priors; see ``ControlNet``).
         control_hidden, control_depth: control network sizes.
         context: ``"none"`` (one fixed conditioning, e.g. a bridge: ``sample`` then draws
-            posterior paths) or ``"next_obs"`` (the control sees the next observation;
-            ``sample`` draws from the learnt prior).
+            posterior paths), ``"next_obs"`` (the control sees the next observation;
+            ``sample`` draws from the learnt prior) or ``"all_obs"`` (also a backward-GRU summary
+            of all observations still ahead, size ``encoder_hidden``).
+        transition: ``"girsanov"`` (the paper's control, $\kappa = 1$; warns once when
+            $\rho = v_0^2 h / s^2 > 0.1$ on observation steps, where its gap grows with
+            $\sum_k\omega_k$ and biases H) or ``"gaussian"`` (learnt mean and variance per step and
+            the exact Gaussian update on observation steps, :mod:`probgen.sde.variational`;
+            its optimum is the exact likelihood of the Euler chain).
+        encoder_hidden: summary size for ``context="all_obs"``.
+        hurst_warmup_steps: optimizer steps with the Hurst learning rate at 0, so that the
+            control fits the observations before H moves.
         x0: the known initial value.
         obs_std: observation noise std $s$.
         dt: Euler step of the shared solver.
@@ -100,6 +128,9 @@ class FractionalSDE(ProbgenModule):
         hurst_lr: float | None = None,
         sample_points: int = 101,
         sample_condition: list[float] | None = None,
+        transition: str = "girsanov",
+        encoder_hidden: int = 16,
+        hurst_warmup_steps: int = 0,
     ) -> None:
         super().__init__()
         check_int("dim", dim, ge=1)
@@ -111,7 +142,7 @@ class FractionalSDE(ProbgenModule):
         check_choice("control", control, ("mlp", "affine"))
         check_int("control_hidden", control_hidden, ge=1)
         check_int("control_depth", control_depth, ge=0)
-        check_choice("context", context, ("none", "next_obs"))
+        check_choice("context", context, ("none", "next_obs", "all_obs"))
         check_real("x0", x0)
         check_int("sample_points", sample_points, ge=2)
         if sample_condition is not None:
@@ -120,12 +151,50 @@ class FractionalSDE(ProbgenModule):
                 raise ValueError(f"sample_condition needs dim = 1, got dim={dim}")
             check_real("sample_condition[0]", sample_condition[0], gt=0)
         self.save_hyperparameters()
+        check_choice("transition", transition, ("girsanov", "gaussian"))
+        if context == "all_obs":
+            check_int("encoder_hidden", encoder_hidden, ge=1)
+        check_int("hurst_warmup_steps", hurst_warmup_steps, ge=0)
         self.sde = NeuralFractionalSDE(
             dim=dim, n_ou=n_ou, gamma_max=gamma_max, horizon=horizon, kind=kind, white=white, hurst=hurst,
             learn_hurst=learn_hurst, drift=drift, theta=theta, learn_theta=learn_theta, diffusion=diffusion,
-            sigma=sigma, learn_sigma=learn_sigma, context_dim=2 * dim + 1 if context == "next_obs" else 0,
+            sigma=sigma, learn_sigma=learn_sigma, context_dim=self._context_dim(),
             control=control, control_hidden=control_hidden, control_depth=control_depth,
+            learn_variance=transition == "gaussian", encoder_hidden=encoder_hidden if context == "all_obs" else 0,
         )
+        self._rho_warned = False
+
+    def _context_dim(self) -> int:
+        hp = self.hparams
+        return {"none": 0, "next_obs": 2 * hp.dim + 1, "all_obs": 2 * hp.dim + 1 + hp.encoder_hidden}[hp.context]
+
+    def _context(self, times: Tensor, values: Tensor):
+        hp = self.hparams
+        if hp.context == "next_obs":
+            return next_observation_context(times, values, hp.dt)
+        if hp.context == "all_obs":
+            return remaining_observations_context(times, values, self.sde.obs_encoder(times, values), hp.dt)
+        return None
+
+    def _observations(self, times: Tensor, values: Tensor) -> LinearGaussianObservations | None:
+        if self.hparams.transition != "gaussian":
+            return None
+        return LinearGaussianObservations(times, values, self.hparams.obs_std)
+
+    def _check_rho(self, ts: Tensor) -> None:
+        if self._rho_warned or self.hparams.transition != "girsanov":
+            return
+        hp = self.hparams
+        rho = self.sde.observation_step_rho(ts, hp.dt, hp.obs_std)
+        if rho > 0.1:
+            self._rho_warned = True
+            warnings.warn(
+                f"rho = v0^2 h / obs_std^2 = {rho:.3g} > 0.1 on observation steps: the Girsanov family loses "
+                f">= {0.5 * (rho - math.log1p(rho)):.3g} nats of ELBO per observation, and the loss grows as H "
+                "falls, so a learnt H is biased upwards; use transition='gaussian' (exact update on observation "
+                "steps) or a smaller dt",
+                stacklevel=3,
+            )
 
     def elbo(self, values: Tensor, times: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Per-path ELBO terms.
@@ -142,9 +211,15 @@ class FractionalSDE(ProbgenModule):
         hp = self.hparams
         ts = torch.cat([times.new_zeros(1), times]).to(values)
         x0 = torch.full((values.shape[0], hp.dim), float(hp.x0), dtype=values.dtype, device=values.device)
-        context = next_observation_context(times.to(values), values, hp.dt) if hp.context == "next_obs" else None
-        xs, _, kl = self.sde.simulate(x0, ts, hp.dt, posterior=True, context=context, generator=generator)
+        times = times.to(values)
+        context = self._context(times, values)
+        obs = self._observations(times, values)
+        self._check_rho(ts)
+        xs, _, kl = self.sde.simulate(x0, ts, hp.dt, posterior=True, context=context, generator=generator,
+                                      observations=obs)
         log_lik = gaussian_log_likelihood(values, xs[1:].transpose(0, 1), hp.obs_std)
+        if obs is not None:  # the solver returned the negative ELBO; report kl so that elbo = log_lik - kl
+            return {"elbo": -kl, "log_lik": log_lik, "kl": kl + log_lik, "xs": xs}
         return {"elbo": log_lik - kl, "log_lik": log_lik, "kl": kl, "xs": xs}
 
     def posterior_paths(self, values: Tensor, times: Tensor, ts: Tensor,
@@ -159,9 +234,12 @@ class FractionalSDE(ProbgenModule):
         """
         hp = self.hparams
         x0 = torch.full((values.shape[0], hp.dim), float(hp.x0), dtype=values.dtype, device=values.device)
-        context = next_observation_context(times.to(values), values, hp.dt) if hp.context == "next_obs" else None
-        xs, _, _ = self.sde.simulate(x0, ts.to(values), hp.dt, posterior=True, context=context, generator=generator)
-        return xs.transpose(0, 1)
+        times, ts = times.to(values), ts.to(values)
+        obs = self._observations(times, values)
+        grid = torch.unique(torch.cat([ts, times])) if obs is not None else ts  # observations on the grid
+        xs, _, _ = self.sde.simulate(x0, grid, hp.dt, posterior=True, context=self._context(times, values),
+                                     generator=generator, observations=obs)
+        return xs[torch.searchsorted(grid, ts)].transpose(0, 1)
 
     def _log_params(self, prefix: str) -> None:
         self.log(f"{prefix}/hurst", self.sde.hurst.detach())
@@ -190,7 +268,13 @@ class FractionalSDE(ProbgenModule):
         self.log("test/elbo", self.elbo(values, times)["elbo"].mean())
 
     def configure_optimizers(self):
-        return torch.optim.Adam(_hurst_param_groups(self.sde, self.hparams.lr, self.hparams.hurst_lr))
+        groups = _hurst_param_groups(self.sde, self.hparams.lr, self.hparams.hurst_lr)
+        opt = torch.optim.Adam(groups)
+        warm = int(self.hparams.hurst_warmup_steps)
+        if warm <= 0 or len(groups) < 2:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, [_constant_one, _Warmup(warm)])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
@@ -204,7 +288,7 @@ class FractionalSDE(ProbgenModule):
         hp = self.hparams
         dtype = self.sde.hurst_raw.dtype
         ts = torch.linspace(0.0, hp.horizon, hp.sample_points, dtype=dtype, device=self.device)
-        if hp.context == "next_obs" and hp.sample_condition is not None:
+        if hp.context != "none" and hp.sample_condition is not None:
             t_obs, v_obs = (float(v) for v in hp.sample_condition)
             values = torch.full((num_samples, 1, 1), v_obs, dtype=dtype, device=self.device)
             return self.posterior_paths(values, ts.new_tensor([t_obs]), ts, generator=generator)

@@ -3,7 +3,8 @@
 ``sdeint`` is a drop-in for ``torchsde.sdeint`` with a fast fixed-step path (``euler``,
 ``milstein``, ``heun``); ``odeint`` integrates ODEs (``euler``, ``heun``, ``rk4`` fixed-step,
 ``dopri5`` adaptive via torchdiffeq). Noise: :class:`BrownianGrid` and
-:func:`brownian_increments`; fractional Brownian motion in :mod:`probgen.sde.fbm`.
+:func:`brownian_increments`; fractional Brownian motion in :mod:`probgen.sde.fbm`; variational Gaussian transitions
+with exact conditioning on linear-Gaussian observations in :mod:`probgen.sde.variational`.
 """
 
 from probgen.sde.fbm import MarkovFBM, fbm_covariance, sample_fbm
@@ -23,6 +24,12 @@ from probgen.sde.solvers import (
     odeint,
     sdeint,
     step_grid,
+)
+from probgen.sde.variational import (
+    LinearGaussianObservations,
+    VariationalEuler,
+    condition_on_observation,
+    gaussian_transition_kl,
 )
 
 __all__ = [
@@ -46,4 +53,8 @@ __all__ = [
     "odeint",
     "sdeint",
     "step_grid",
+    "LinearGaussianObservations",
+    "VariationalEuler",
+    "condition_on_observation",
+    "gaussian_transition_kl",
 ]

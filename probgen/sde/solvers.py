@@ -196,6 +196,11 @@ class SDESolver:
         """Advance ``y: (batch, d)`` over one step of size ``h`` driven by ``dW: (batch, m)``."""
         raise NotImplementedError
 
+    def bind_grid(self, times: list[float]) -> None:
+        """Called once before the loop with the step grid (Python floats); ``step`` is then
+        called once per grid step, in order. A no-op here; solvers whose step depends on
+        where it lands (e.g. :class:`probgen.sde.variational.VariationalEuler`) override it."""
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(sde_type={self.sde_type!r}, strong_order={self.strong_order}, "
@@ -403,9 +408,10 @@ ODE_METHODS: dict[str, type[ODESolver]] = {"euler": Euler, "heun": Heun, "rk4": 
 def step_grid(ts: Sequence[float], dt: float | None) -> tuple[list[float], list[int]]:
     """The fixed step grid through the output times ``ts``.
 
-    Between consecutive output times the span is cut into ``ceil(|span| / dt)`` equal steps
-    (a relative slack of 1e-6 absorbs rounding, so ``dt`` dividing the span gives exactly
-    ``span / dt`` steps); ``dt=None`` steps from output time to output time.
+    Between consecutive output times the span is cut into ``ceil(|span| / dt)`` equal steps;
+    when ``|span| / dt`` lies within a relative 1e-4 of an integer, that integer is taken, so
+    times stored in float32 (0.1 is 0.10000000149) still give exactly ``span / dt`` steps and
+    no step exceeds ``dt (1 + 1e-4)``. ``dt=None`` steps from output time to output time.
 
     Args:
         ts: strictly monotone output times (Python floats), length ``T``.
@@ -418,11 +424,19 @@ def step_grid(ts: Sequence[float], dt: float | None) -> tuple[list[float], list[
     times = [ts[0]]
     counts = []
     for a, b in pairwise(ts):
-        n = 1 if dt is None else max(1, math.ceil(abs(b - a) / dt - 1e-6))
+        n = 1 if dt is None else _steps_in(abs(b - a) / dt)
         times.extend(a + (b - a) * (j / n) for j in range(1, n))
         times.append(b)
         counts.append(n)
     return times, counts
+
+
+def _steps_in(ratio: float) -> int:
+    """``ceil(ratio)``, or the nearest integer when ``ratio`` is within a relative 1e-4 of it."""
+    nearest = round(ratio)
+    if nearest >= 1 and abs(ratio - nearest) <= 1e-4 * nearest:
+        return nearest
+    return max(1, math.ceil(ratio))
 
 
 def _node_times(
@@ -990,6 +1004,7 @@ def sdeint(
     else:
         y = y0
     solver = solver_cls(terms, options)
+    solver.bind_grid(times)
     if not logqp and not compile:
         _prime(solver, "f_and_g", (f0, g0))
 
