@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from gpytorch.constraints import Positive
 from gpytorch.kernels import Kernel
 from torch import Tensor
@@ -593,6 +594,9 @@ class NNGPKernel(Kernel):
         max_quadrature_points: cap on the raised number of points (cost grows like its square).
         block_size: rows of ``x1`` per block; ``None`` chooses blocks that keep intermediates at
             about ``2**24`` elements (the quadrature's ``(pairs, Q, Q)`` values are chunked inside).
+            With gradients on, each block is recomputed in the backward
+            (``torch.utils.checkpoint``), so the autograd graph holds the ``n x m`` output and no
+            per-layer ``n x m`` intermediates.
         batch_shape: gpytorch batch shape of the hyperparameters.
         **kwargs: passed to :class:`gpytorch.kernels.Kernel` (e.g. ``active_dims``).
 
@@ -711,16 +715,28 @@ class NNGPKernel(Kernel):
         if diag:
             return nngp_covariance(x1, x2, wv, bv, diag=True, **kw)
         n, m = x1.shape[-2], x2.shape[-2]
-        rows = self.block_size or self._auto_block_rows(m, batch)
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x1, x2, wv, bv))
+        rows = self.block_size or self._auto_block_rows(m, batch, grad)
         if rows >= n:
             return nngp_covariance(x1, x2, wv, bv, **kw)
-        blocks = [nngp_covariance(x1[..., i : i + rows, :], x2, wv, bv, **kw) for i in range(0, n, rows)]
-        return torch.cat(blocks, dim=-2)
+
+        def block(i: int) -> Tensor:
+            if not grad:
+                return nngp_covariance(x1[..., i : i + rows, :], x2, wv, bv, **kw)
+            # recompute the block's layer recursion in the backward: the graph keeps no n x m
+            # intermediates of the elementwise layers, only the output (block recomputation)
+            return torch.utils.checkpoint.checkpoint(
+                functools.partial(nngp_covariance, **kw), x1[..., i : i + rows, :], x2, wv, bv, use_reentrant=False)
+
+        return torch.cat([block(i) for i in range(0, n, rows)], dim=-2)
 
     def _closed_form(self) -> bool:
         return self.method == "auto" and isinstance(self.activation, str) and self.activation in CLOSED_FORMS
 
-    def _auto_block_rows(self, m: int, batch: torch.Size) -> int:
-        # the quadrature chunks its (pairs, Q, Q) intermediates itself; a layer holds ~16 n x m buffers
+    def _auto_block_rows(self, m: int, batch: torch.Size, grad: bool = False) -> int:
+        # the quadrature chunks its (pairs, Q, Q) intermediates itself; a layer holds ~16 n x m
+        # buffers, and a block recomputed for the backward keeps ~10 per layer in its graph
         per_row = m * max(1, math.prod(batch)) * (8 if self._closed_form() else 16)
+        if grad:
+            per_row *= 4 * (self.depth + 1)
         return max(1, (1 << 24) // per_row)

@@ -320,3 +320,30 @@ def test_quadrature_points_grow_with_the_variance():
     full = kernel(x).to_dense()
     kernel.block_size = 2
     assert torch.allclose(kernel(x).to_dense(), full, rtol=1e-12, atol=0)
+
+
+def test_blocks_are_recomputed_in_the_backward():
+    # with gradients on, each block of rows is checkpointed: the same gradient as one block, and
+    # the graph saves no n x n intermediate of the layer recursion (only the output is n x n)
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+    grads = []
+    for block_size in (None, 7):
+        kernel = NNGPKernel(3, "relu", weight_var=2.0, bias_var=0.1, block_size=block_size).double()
+        saved = []
+
+        def pack(t):
+            saved.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            k = kernel(x).to_dense()
+        k.pow(2).sum().backward()
+        grads.append((kernel.raw_weight_var.grad.clone(), kernel.raw_bias_var.grad.clone()))
+        big = sum(n for n in saved if n >= 7 * 40)
+        if block_size is None:
+            assert big > 10 * 40 * 40  # one block: every layer's n x n intermediates are saved
+        else:
+            assert big == 0  # blocks: only their (7 x 3) inputs and the layer variances
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-12) and torch.allclose(grads[0][1], grads[1][1],
+                                                                                   rtol=1e-12)
