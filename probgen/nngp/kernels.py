@@ -264,7 +264,7 @@ _JETS: dict[str, Callable[[Tensor, int], tuple[Tensor, ...]]] = {
 
 
 def _autograd_jet(phi: Callable[[Tensor], Tensor]) -> Callable[[Tensor, int], tuple[Tensor, ...]]:
-    """$(\phi, \phi'[, \phi''])$ of an elementwise callable by autograd (zeros where it is piecewise linear)."""
+    """$(\\phi, \\phi'[, \\phi''])$ of an elementwise callable by autograd (zeros where it is piecewise linear)."""
 
     def jet(t: Tensor, order: int) -> tuple[Tensor, ...]:
         with torch.enable_grad():
@@ -473,7 +473,7 @@ def layer_quadrature_points(
     Returns:
         ``depth`` integers.
     """
-    name, phi, _ = _activation(activation)
+    _, phi, _ = _activation(activation)
     depth = weight_var.shape[-1] - 1
     with torch.no_grad():
         ks = [bias_var[..., 0].unsqueeze(-1) + weight_var[..., 0].unsqueeze(-1) * t.pow(2).sum(-1) / t.shape[-1]

@@ -44,12 +44,12 @@ from torch.distributions import (
 from probgen.exceptions import NotPositiveDefiniteError, ProbgenNumericalError
 
 __all__ = [
+    "ITERATIVE_DEFAULTS",
     "BasePrediction",
     "ConjugateStats",
     "GaussianProcess",
     "ScaleMixtureGP",
     "ScalePosterior",
-    "ITERATIVE_DEFAULTS",
     "StudentTProcess",
     "cholesky_with_jitter",
 ]

@@ -4,7 +4,6 @@ import math
 import pickle
 import unittest
 
-import numpy as np
 import pytest
 import torch
 from gpytorch.test.base_kernel_test_case import BaseKernelTestCase
@@ -276,7 +275,7 @@ def test_new_closed_forms_match_monte_carlo(activation):
         v = k12 / math.sqrt(k11) * z[0] + math.sqrt(max(k22 - k12 * k12 / k11, 0.0)) * z[1]
         prod = phi(u) * phi(v)
         se = prod.std().item() / math.sqrt(prod.numel())
-        t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+        t = lambda a: torch.tensor(a, dtype=torch.float64)
         closed = CLOSED_FORMS[activation](t(k11), t(k12), t(k22)).item()
         assert abs(prod.mean().item() - closed) < 4 * se, (k11, k22, rho, prod.mean().item(), closed, se)
 
@@ -286,7 +285,7 @@ def test_smooth_closed_forms_match_quadrature(activation):
     # smooth activations: 2-D Gauss-Hermite with 128 points is accurate to ~1e-12 at these variances
     for k11, k22, rho in _COVARIANCES:
         k12 = rho * math.sqrt(k11 * k22)
-        t = lambda a: torch.tensor([[a]], dtype=torch.float64)  # noqa: E731
+        t = lambda a: torch.tensor([[a]], dtype=torch.float64)
         closed = CLOSED_FORMS[activation](t(k11), t(k12), t(k22))
         quad = quadrature_expectation(activation, t(k11), t(k12), t(k22), num_points=128)
         assert torch.allclose(closed, quad, atol=1e-10, rtol=0), (k11, k22, rho)
@@ -296,7 +295,7 @@ def test_abrelu_closed_forms_reduce_to_known_kernels():
     # |x|: E|u||v| = (2 sqrt(k11 k22) / pi)(sqrt(1 - rho^2) + rho arcsin rho); leaky slope 1 = linear
     k11, k22, rho = 1.3, 0.8, 0.35
     k12 = rho * math.sqrt(k11 * k22)
-    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    t = lambda a: torch.tensor(a, dtype=torch.float64)
     expected = 2 * math.sqrt(k11 * k22) / math.pi * (math.sqrt(1 - rho * rho) + rho * math.asin(rho))
     assert abs(CLOSED_FORMS["abs"](t(k11), t(k12), t(k22)).item() - expected) < 1e-14
     lin = kernels_module.abrelu_expectation(t(k11), t(k12), t(k22), 1.0, 1.0)

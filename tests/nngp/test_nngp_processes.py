@@ -270,7 +270,7 @@ def test_iterative_solver_agrees_with_cholesky(cls):
     # CG + stochastic Lanczos (linear_operator's inv_quad_logdet) against the exact factor: the
     # evidence within 0.01 nats per point (16 probes; the log-det estimate is the stochastic part),
     # predictive means and variances to the CG tolerance
-    x, y, xt, yt = _regression_data(400, 50)
+    x, y, xt, _ = _regression_data(400, 50)
     out = {}
     for solver in ("cholesky", "iterative"):
         kernel = NNGPKernel(2, "relu", weight_var=2.0, bias_var=0.1).double()
