@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.distributions import (
     Distribution,
@@ -92,8 +93,13 @@ class ScaleMixtureNNGP(ProbgenModule):
             or ``"softmax"`` (Laplace approximation; ``prior="gaussian"`` is then the NNGP
             classifier with readout scale ``scale``, the other priors are integrated over).
         num_classes: number of classes for classification.
-        max_train_points: at most this many training points are conditioned on (a seeded
-            random subset beyond it), keeping the $O(n^3)$ solve small.
+        max_train_points: ``None`` (default): condition on every training point (above
+            ``solver_options["threshold"]`` points the iterative solver takes over). An integer:
+            condition on a seeded random subset of this many points when the training set is
+            larger, with a warning that says so.
+        solver: ``"auto"``, ``"cholesky"`` or ``"iterative"`` for the Gaussian-likelihood
+            processes (:class:`~probgen.nngp.GaussianProcess` and the scale mixtures).
+        solver_options: overrides of :data:`probgen.nngp.processes.ITERATIVE_DEFAULTS`.
         num_prob_samples: Monte Carlo draws for class probabilities.
     """
 
@@ -117,9 +123,11 @@ class ScaleMixtureNNGP(ProbgenModule):
         lr: float = 0.05,
         task: str = "regression",
         num_classes: int = 10,
-        max_train_points: int = 2000,
+        max_train_points: int | None = None,
         num_prob_samples: int = 512,
         likelihood: str = "gaussian",
+        solver: str = "auto",
+        solver_options: dict | None = None,
     ) -> None:
         super().__init__()
         check_int("depth", depth, ge=0)
@@ -137,7 +145,7 @@ class ScaleMixtureNNGP(ProbgenModule):
         check_real("lr", lr, gt=0)
         check_choice("task", task, ("regression", "classification"))
         check_int("num_classes", num_classes, ge=2)
-        check_int("max_train_points", max_train_points, ge=2)
+        check_int("max_train_points", max_train_points, ge=2, allow_none=True)
         check_int("num_prob_samples", num_prob_samples, ge=1)
         check_choice("likelihood", likelihood, LIKELIHOODS)
         if likelihood == "softmax" and task != "classification":
@@ -162,12 +170,14 @@ class ScaleMixtureNNGP(ProbgenModule):
                 scale_prior = make_prior(prior, prior_params)
             process = LaplaceGPClassifier(kernel, prior=scale_prior, scale=scale, num_classes=num_classes)
         elif prior == "gaussian":
-            process = GaussianProcess(kernel, scale=scale, noise=noise)
+            process = GaussianProcess(kernel, scale=scale, noise=noise, solver=solver, solver_options=solver_options)
         elif prior == "invgamma":
-            process = StudentTProcess(kernel, alpha=alpha, beta=beta, noise=noise)
+            process = StudentTProcess(kernel, alpha=alpha, beta=beta, noise=noise, solver=solver,
+                                      solver_options=solver_options)
         else:
             process = ScaleMixtureGP(kernel, make_prior(prior, prior_params), noise=noise, method=method,
-                                     generator=torch.Generator().manual_seed(0))
+                                     generator=torch.Generator().manual_seed(0), solver=solver,
+                                     solver_options=solver_options)
         self.process = process.double()
         self.register_buffer("x_train", torch.zeros(0, 0, dtype=torch.float64))
         self.register_buffer("y_train", torch.zeros(0, 0, dtype=torch.float64))
@@ -188,8 +198,12 @@ class ScaleMixtureNNGP(ProbgenModule):
         else:
             xs, ys = zip(*[(b[0], b[1]) for b in self.trainer.fit_loop._data_source.dataloader()])
             x, y = torch.cat(xs), torch.cat(ys)
-        if len(x) > self.hparams.max_train_points:
-            idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[: self.hparams.max_train_points]
+        cap = self.hparams.max_train_points
+        if cap is not None and len(x) > cap:
+            rank_zero_warn(f"ScaleMixtureNNGP conditions on a seeded random subset of {cap} of the {len(x)} "
+                           f"training points (max_train_points={cap}); set max_train_points=null to use all "
+                           "of them (the iterative solver takes over above solver_options.threshold points)")
+            idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:cap]
             x, y = x[idx], y[idx]
         self.x_train = x.reshape(len(x), -1).to(self.device, torch.float64)
         self.y_train = self._targets(y).to(self.device)

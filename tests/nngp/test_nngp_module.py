@@ -48,7 +48,9 @@ def test_classification_module_on_digits(tmp_path):
     dm = DigitsDataModule(task="classification", batch_size=64)
     model = ScaleMixtureNNGP(depth=1, task="classification", max_train_points=300, lr=0.05, num_prob_samples=128)
     trainer = _trainer(tmp_path, 2)
-    trainer.fit(model, dm)
+    with pytest.warns(UserWarning, match="random subset of 300 of the"):  # a subsample is said out loud
+        trainer.fit(model, dm)
+    assert len(model.x_train) == 300
     metrics = trainer.test(model, dm, verbose=False)[0]
     assert metrics["test/accuracy"] > 0.85  # 300 training digits; chance is 0.1
     assert {"test/nll", "test/ece", "test/brier"} <= set(metrics)
