@@ -39,7 +39,7 @@ def _error_line(capsys, args: list[str]) -> str:
 @pytest.mark.parametrize("flag, value, allowed", [
     ("--model.init_args.lr", "-1", "lr must be a real number > 0, got -1.0"),
     ("--model.init_args.num_chains", "0", "num_chains must be an integer >= 1, got 0"),
-    ("--model.init_args.sampler", "sgdl", "sampler must be one of 'sgld', 'psgld', 'sghmc', got 'sgdl'"),
+    ("--model.init_args.sampler", "sgdl", "sampler must be one of 'sgld', 'psgld', 'sghmc', 'adaptive_sghmc', got 'sgdl'"),
     ("--data.init_args.batch_size", "0", "batch_size must be an integer >= 1, got 0"),
     ("--data.init_args.noise", "-0.5", "noise must be a real number >= 0, got -0.5"),
 ])
