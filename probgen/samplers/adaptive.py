@@ -42,21 +42,18 @@ from torch import Tensor
 
 from probgen.samplers.sgmcmc import (
     Scalar,
+    _check_friction,
     _check_keys,
     _check_positive,
     _is_zero,
     _noise_like,
     _SGMCMCOptimizer,
 )
+from probgen.validation import check_int
 
 __all__ = ["AdaptiveSGHMC", "adaptive_sghmc_init", "adaptive_sghmc_step"]
 
 ADAPTIVE_SGHMC_KEYS = ("momentum", "grad_avg", "square_avg", "window")
-
-
-def _check_friction(friction: Scalar) -> None:
-    if not isinstance(friction, Tensor) and not (0 < friction <= 1):
-        raise ValueError(f"friction must lie in (0, 1], got {friction}")
 
 
 def adaptive_sghmc_init(params: Mapping[str, Tensor]) -> dict[str, dict[str, Tensor]]:
@@ -167,10 +164,7 @@ class AdaptiveSGHMC(_SGMCMCOptimizer):
         _check_positive("num_data", num_data)
         _check_positive("temperature", temperature, allow_zero=True)
         _check_friction(friction)
-        if isinstance(num_burn_in_steps, bool) or not isinstance(num_burn_in_steps, int) or num_burn_in_steps < 1:
-            raise ValueError(
-                f"num_burn_in_steps must be an integer >= 1 (the moments start at zero), got {num_burn_in_steps!r}"
-            )
+        check_int("num_burn_in_steps", num_burn_in_steps, ge=1)  # the moments start at zero
         defaults = {
             "lr": lr,
             "num_data": num_data,

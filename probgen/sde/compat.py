@@ -297,13 +297,18 @@ def run_interpolated(
             prev = y
             y = step(*next(it), y) if noise is None else _noisy(step, next(it), y)
             k += 1
-        if w is None:
-            ys.append(y)
-        elif affine:
-            ys.append(torch.add(prev, y - prev, alpha=w[1]))
-        else:
-            ys.append(torch.add(prev * w[0], y, alpha=w[1]))
+        ys.append(interpolated_output(prev, y, w, affine))
     return ys
+
+
+def interpolated_output(prev: Tensor, y: Tensor, w: tuple[float, float] | None, affine: bool) -> Tensor:
+    """The output between the last two states: ``y`` (``w`` None), ``w0 * prev + w1 * y``
+    (torchsde's form) or, with ``affine``, ``prev + w1 * (y - prev)`` (torchdiffeq's form)."""
+    if w is None:
+        return y
+    if affine:
+        return torch.add(prev, y - prev, alpha=w[1])
+    return torch.add(prev * w[0], y, alpha=w[1])
 
 
 def _noisy(step: Callable, args: tuple, y: Tensor) -> Tensor:

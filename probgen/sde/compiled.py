@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from probgen.sde.compat import interpolated_output
+
 __all__ = ["DEFAULT_CHUNK", "cached_chunk", "canonical_steps", "clear_cache", "run_compiled"]
 
 #: steps unrolled per compiled chunk (see ``benchmarks/sde_vs_torchsde.py --chunks`` for the trade-off)
@@ -176,12 +178,7 @@ def run_compiled(
             prev = y
             y = eager(k, y)
             k += 1
-        if w is None:
-            ys.append(y)
-        elif affine:
-            ys.append(torch.add(prev, y - prev, alpha=w[1]))
-        else:
-            ys.append(torch.add(prev * w[0], y, alpha=w[1]))
+        ys.append(interpolated_output(prev, y, w, affine))
     return ys
 
 
