@@ -1,7 +1,7 @@
 r"""torchsde and torchdiffeq compatibility for :func:`~probgen.sde.sdeint` and :func:`~probgen.sde.odeint`.
 
 The pieces that let code written for ``torchsde.sdeint`` / ``torchdiffeq.odeint`` run
-unchanged, kept apart from the fast path in :mod:`probgen.sde.solvers`:
+unchanged, kept apart from the fast path in :mod:`probgen.sde.integrate_sde`:
 
 * :func:`default_sde_method`: the method used when ``method=None`` (torchsde picks ``srk``
   for Ito diagonal/additive/scalar noise, ``euler`` for general noise and ``midpoint`` for
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from probgen.sde.solvers import ODESolver
+from probgen.sde.ode_solvers import ODESolver
 
 __all__ = [
     "RK38",

@@ -39,7 +39,15 @@ from torch import Tensor
 
 from probgen.sde.compat import interpolated_output
 
-__all__ = ["DEFAULT_CHUNK", "cached_chunk", "canonical_steps", "clear_cache", "run_compiled"]
+__all__ = [
+    "DEFAULT_CHUNK",
+    "cached_chunk",
+    "canonical_steps",
+    "clear_cache",
+    "run_compiled",
+    "solve_ode",
+    "solve_sde",
+]
 
 #: steps unrolled per compiled chunk (see ``benchmarks/sde_vs_torchsde.py --chunks`` for the trade-off)
 DEFAULT_CHUNK = 10
@@ -187,3 +195,64 @@ def node_tensor(node_t: list[tuple[Tensor, ...]], n_nodes: int, like: Tensor) ->
     if not node_t:
         return like.new_zeros(0, n_nodes)
     return torch.stack([torch.stack(t) for t in node_t])
+
+
+def solve_sde(
+    owner: Any,
+    solver_cls: type,
+    terms: Any,
+    options: dict[str, Any] | None,
+    key: tuple,
+    step: Callable,
+    y: Tensor,
+    ends: list[int],
+    weights: list[tuple[float, float] | None] | None,
+    node_t: list[tuple[Tensor, ...]],
+    hs: list[float],
+    noise: Any,
+) -> Tensor:
+    """``sdeint``'s fixed-step solve in compiled chunks: ``ys: (T, batch, d)``.
+
+    Args:
+        owner: the SDE object the compiled chunks are cached on.
+        solver_cls: the :class:`~probgen.sde.sde_solvers.SDESolver` subclass.
+        terms: the SDE's resolved terms (a chunk builds its own solver from them).
+        options: the solver's options.
+        key: what else the chunk depends on (``logqp``, the ``names`` renaming).
+        step: the eager solver's ``step`` (remainders and uneven chunks).
+        y: initial (possibly ``logqp``-augmented) state ``(batch, d)``.
+        ends, weights, hs: as :func:`run_compiled`.
+        node_t: per step the tuple of 0-dim node times.
+        noise: the ``n`` increments ``(batch, m)`` (a list or a stacked tensor).
+    """
+    chunk = DEFAULT_CHUNK
+    full_key = (solver_cls, repr(sorted((options or {}).items())), *key, chunk)
+
+    def chunk_fn(h: float) -> Callable:
+        return cached_chunk(owner, (*full_key, h), lambda: solver_cls(terms, options).step)
+
+    noise_t = torch.stack(list(noise)) if len(hs) else None
+    nodes = node_tensor(node_t, len(solver_cls.nodes), y)
+    return torch.stack(run_compiled(chunk_fn, step, y, ends, weights, nodes, hs, noise_t, chunk), dim=0)
+
+
+def solve_ode(
+    func: Callable,
+    solver_cls: type,
+    step: Callable,
+    y0: Tensor,
+    ends: list[int],
+    weights: list[tuple[float, float] | None] | None,
+    node_t: list[tuple[Tensor, ...]],
+    hs: list[float],
+) -> Tensor:
+    """``odeint``'s fixed-step solve in compiled chunks (cached on ``func``): ``ys: (T, *S)``."""
+    chunk = DEFAULT_CHUNK
+
+    def chunk_fn(h: float) -> Callable:
+        return cached_chunk(func, (solver_cls, chunk, h), lambda: solver_cls(func).step)
+
+    nodes = node_tensor(node_t, len(solver_cls.nodes), y0)
+    return torch.stack(
+        run_compiled(chunk_fn, step, y0, ends, weights, nodes, hs, None, chunk, affine=True), dim=0
+    )
