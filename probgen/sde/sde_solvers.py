@@ -102,7 +102,7 @@ class EulerMaruyama(SDESolver):
 
     def step(self, t: tuple[Tensor, ...], h: float, y: Tensor, dW: Tensor) -> Tensor:
         f, g = self.f_and_g(t[0], y)
-        return torch.add(self.diffuse(y, g, dW), f, alpha=h)
+        return self.diffuse(y, g, dW).add_(f, alpha=h)
 
 
 class ItoMilstein(SDESolver):
@@ -133,7 +133,7 @@ class ItoMilstein(SDESolver):
 
     def _step_additive(self, t: tuple[Tensor, ...], h: float, y: Tensor, dW: Tensor) -> Tensor:
         f, g = self.f_and_g(t[0], y)
-        return torch.add(self.diffuse(y, g, dW), f, alpha=h)
+        return self.diffuse(y, g, dW).add_(f, alpha=h)
 
     def _g_dg(self, t: Tensor, h: float, y: Tensor, f: Tensor, g: Tensor) -> Tensor:
         """$(\\partial g)\\, g$ as a ``(batch, d)`` tensor."""
@@ -167,7 +167,7 @@ class ItoMilstein(SDESolver):
 
     def step(self, t: tuple[Tensor, ...], h: float, y: Tensor, dW: Tensor) -> Tensor:
         f, g = self.f_and_g(t[0], y)
-        y1 = torch.add(self.diffuse(y, g, dW), f, alpha=h)
+        y1 = self.diffuse(y, g, dW).add_(f, alpha=h)
         v = dW * dW - h if self._ito else dW * dW
         return torch.addcmul(y1, self._g_dg(t[0], h, y, f, g), v, value=0.5)
 
@@ -200,10 +200,10 @@ class StratonovichHeun(SDESolver):
 
     def step(self, t: tuple[Tensor, ...], h: float, y: Tensor, dW: Tensor) -> Tensor:
         f0, g0 = self.f_and_g(t[0], y)
-        y_pred = torch.add(self.diffuse(y, g0, dW), f0, alpha=h)
+        y_pred = self.diffuse(y, g0, dW).add_(f0, alpha=h)
         f1, g1 = self.f_and_g(t[1], y_pred)
         # y + (f0 + f1) h / 2 + (g0 + g1) dW / 2 = (y + y_pred + f1 h + g1 dW) / 2: six ops.
-        return torch.add(self.diffuse(y + y_pred, g1, dW), f1, alpha=h) * 0.5
+        return self.diffuse(y + y_pred, g1, dW).add_(f1, alpha=h).mul_(0.5)
 
 
 SDE_METHODS: dict[str, dict[str, type[SDESolver]]] = {

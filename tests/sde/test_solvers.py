@@ -812,3 +812,46 @@ def test_plain_callable_bm_drives_the_solve_and_logqp_pads_it():
             bm=lambda a, b, cw=cw: (b - a) * cw,
         )
         torch.testing.assert_close(ys[-1], 0.5 * c)
+
+
+class _ParamSDE:
+    """dY = a * tanh(Y) dt + b(Y) dW with parameters a (d,) and W (d, d): drift and diffusion depend on both."""
+
+    def __init__(self, a, w, noise_type, sde_type):
+        self.a, self.w = a, w
+        self.noise_type, self.sde_type = noise_type, sde_type
+
+    def f(self, t, y):
+        return self.a * torch.tanh(y)
+
+    def g(self, t, y):
+        s = torch.sigmoid(y @ self.w)
+        if self.noise_type == "diagonal":
+            return s
+        return s.unsqueeze(-1) * self.w.unsqueeze(0)  # (batch, d, d) general noise
+
+
+@pytest.mark.parametrize(
+    ("method", "noise_type", "sde_type"),
+    [
+        ("euler", "diagonal", "ito"),
+        ("euler", "general", "ito"),
+        ("milstein", "diagonal", "ito"),
+        ("heun", "diagonal", "stratonovich"),
+        ("heun", "general", "stratonovich"),
+    ],
+)
+def test_gradcheck_through_the_in_place_steps(method, noise_type, sde_type):
+    """The steps update fresh tensors in place (``add_``/``mul_``): autograd must still be exact (float64)."""
+    g = torch.Generator().manual_seed(3)
+    d, batch, n = 2, 3, 4
+    times = [k / n for k in range(n + 1)]
+    bm = BrownianGrid(times, (batch, d), dtype=torch.float64, generator=g)
+    y0 = torch.randn(batch, d, dtype=torch.float64, generator=g, requires_grad=True)
+    a = torch.randn(d, dtype=torch.float64, generator=g, requires_grad=True)
+    w = (0.5 * torch.randn(d, d, dtype=torch.float64, generator=g)).requires_grad_(True)
+
+    def solve(y0, a, w):
+        return sdeint(_ParamSDE(a, w, noise_type, sde_type), y0, times, bm=bm, method=method, dt=1 / n)
+
+    assert torch.autograd.gradcheck(solve, (y0, a, w))
