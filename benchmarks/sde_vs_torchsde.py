@@ -258,6 +258,37 @@ def time_interleaved(runners: dict, repeats: int, stat) -> dict:
     return {k: stat(v) for k, v in samples.items()}
 
 
+def tanh_bench(repeats: int = 7, calls: int = 200) -> None:
+    """Eager aten (MKL VML) vs inductor's generated tanh / exp: microseconds per call on (1024, 64).
+
+    Explains why the compiled chunk was slower than eager at batch 1024 (issue 16): inductor's
+    CPU kernels call Sleef (``Sleef_tanhf16_u10``), aten calls MKL's vector math.
+    """
+    x = torch.randn(1024, 64)
+
+    def per_call(fn) -> float:
+        fn(x)
+        samples = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            for _ in range(calls):
+                fn(x)
+            samples.append((time.process_time() - t0) / calls)
+        return 1e6 * statistics.median(samples)
+
+    print(f"# load {os.getloadavg()[0]:.1f}; median of {repeats} x {calls} calls, process CPU time")
+    print("| op | eager us | compiled us | compiled, cpp.use_decompose_tanh us |")
+    print("|---|---|---|---|")
+    with torch.no_grad():
+        for name, op in (("tanh", torch.tanh), ("exp", torch.exp), ("sigmoid", torch.sigmoid)):
+            plain = torch.compile(lambda x, op=op: op(x), dynamic=False)
+            decomposed = torch.compile(
+                lambda x, op=op: op(x), dynamic=False, options={"cpp.use_decompose_tanh": True}
+            )
+            print(f"| {name} | {per_call(op):.1f} | {per_call(plain):.1f} | {per_call(decomposed):.1f} |",
+                  flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -268,9 +299,24 @@ def main() -> None:
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled column")
     parser.add_argument("--cases", default="all", help="comma-separated substrings of case names")
     parser.add_argument("--stat", choices=["min", "median"], default="min")
+    parser.add_argument(
+        "--no-decompose-tanh",
+        action="store_true",
+        help="compile with inductor's default Sleef tanh (compiled.COMPILE_OPTIONS = {})",
+    )
+    parser.add_argument(
+        "--tanh-bench",
+        action="store_true",
+        help="only time eager vs compiled tanh/exp on a (1024, 64) tensor, and exit",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.tanh_bench:
+        tanh_bench()
+        return
     compiled.DEFAULT_CHUNK = args.chunk
+    if args.no_decompose_tanh:
+        compiled.COMPILE_OPTIONS = {}
     if args.cpp_wrapper:
         import torch._inductor.config as inductor_config
 
@@ -302,7 +348,8 @@ def main() -> None:
         f"{torchdiffeq.__version__}, {peer}; threads {torch.get_num_threads()}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
         f"{os.getloadavg()[0]:.1f}; {args.steps} steps, chunk {args.chunk}"
-        f"{', cpp_wrapper' if args.cpp_wrapper else ''}; {args.stat} of {args.repeats}, "
+        f"{', cpp_wrapper' if args.cpp_wrapper else ''}; compile options {compiled.COMPILE_OPTIONS}; "
+        f"{args.stat} of {args.repeats}, "
         "process CPU time",
         flush=True,
     )

@@ -49,8 +49,15 @@ __all__ = [
     "solve_sde",
 ]
 
-#: steps unrolled per compiled chunk (see ``benchmarks/sde_vs_torchsde.py --chunks`` for the trade-off)
+#: steps unrolled per compiled chunk (see ``benchmarks/sde_vs_torchsde.py --chunk`` for the trade-off)
 DEFAULT_CHUNK = 10
+
+#: inductor options of every compiled chunk (``torch.compile(..., options=COMPILE_OPTIONS)``;
+#: part of the cache key). On CPU, inductor's generated ``tanh`` calls Sleef's 1-ulp
+#: ``Sleef_tanhf16_u10``, several times slower than the MKL VML kernel eager aten calls
+#: (``benchmarks/sde_vs_torchsde.py --tanh-bench``); ``cpp.use_decompose_tanh`` writes it as
+#: ``2 / (1 + exp(-2x)) - 1`` instead (absolute error about one float ulp of 1).
+COMPILE_OPTIONS: dict[str, Any] = {"cpp.use_decompose_tanh": True}
 
 _CACHE: weakref.WeakKeyDictionary[Any, dict[tuple, Callable]] = weakref.WeakKeyDictionary()
 _STRONG: dict[
@@ -100,7 +107,7 @@ def cached_chunk(owner: Any, key: tuple, make_step: Callable[[], Callable]) -> C
         # a fresh code object per entry: dynamo's cache and recompile limit are per code object
         code = _chunk_template.__code__.replace(co_name=f"sde_chunk_{len(entries)}_{id(owner):x}")
         template = types.FunctionType(code, _chunk_template.__globals__, code.co_name)
-        compiled = torch.compile(template, dynamic=False)
+        compiled = torch.compile(template, dynamic=False, options=dict(COMPILE_OPTIONS) or None)
 
         def fn(y: Tensor, nodes: Tensor, hs: list[float], noise: Tensor | None) -> Tensor:
             return compiled(step, y, nodes, hs, noise)
@@ -226,7 +233,7 @@ def solve_sde(
         noise: the ``n`` increments ``(batch, m)`` (a list or a stacked tensor).
     """
     chunk = DEFAULT_CHUNK
-    full_key = (solver_cls, repr(sorted((options or {}).items())), *key, chunk)
+    full_key = (solver_cls, repr(sorted((options or {}).items())), *key, chunk, repr(COMPILE_OPTIONS))
 
     def chunk_fn(h: float) -> Callable:
         return cached_chunk(owner, (*full_key, h), lambda: solver_cls(terms, options).step)
@@ -250,7 +257,8 @@ def solve_ode(
     chunk = DEFAULT_CHUNK
 
     def chunk_fn(h: float) -> Callable:
-        return cached_chunk(func, (solver_cls, chunk, h), lambda: solver_cls(func).step)
+        key = (solver_cls, chunk, h, repr(COMPILE_OPTIONS))
+        return cached_chunk(func, key, lambda: solver_cls(func).step)
 
     nodes = node_tensor(node_t, len(solver_cls.nodes), y0)
     return torch.stack(
