@@ -22,6 +22,8 @@ jobs hits all columns alike; each column reports the minimum (``--stat median`` 
 of ``--repeats`` runs, in process CPU time (all threads of the process: JAX's too).
 
     python benchmarks/sde_vs_torchsde.py [--repeats 15] [--threads 1] [--cases all] [--chunk 10]
+    python benchmarks/sde_vs_torchsde.py --tanh-bench   # eager vs inductor tanh/exp/sigmoid
+    python benchmarks/sde_vs_torchsde.py --elbo          # fOU bridge ELBO iteration vs its network's floor
 
 diffrax is optional (``pip install probgen[bench]``); without it that column reads "-".
 """
