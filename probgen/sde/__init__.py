@@ -8,10 +8,10 @@ with exact conditioning on linear-Gaussian observations in :mod:`probgen.sde.var
 """
 
 from probgen.sde.fbm import MarkovFBM, fbm_covariance, sample_fbm
-from probgen.sde.noise import BrownianGrid, brownian_increments, grid_increments
 from probgen.sde.grid import step_grid
 from probgen.sde.integrate_ode import odeint
 from probgen.sde.integrate_sde import sdeint
+from probgen.sde.noise import BrownianGrid, brownian_increments, grid_increments
 from probgen.sde.ode_solvers import ODE_METHODS, RK4, Euler, Heun, ODESolver
 from probgen.sde.sde_solvers import (
     SDE_METHODS,
