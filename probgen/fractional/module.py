@@ -11,6 +11,7 @@ from torch import Tensor
 from probgen.base import ProbgenModule
 from probgen.fractional.latent import VideoDecoder, VideoEncoder, frame_context
 from probgen.fractional.model import (
+    InitialOUPosterior,
     NeuralFractionalSDE,
     gaussian_log_likelihood,
     next_observation_context,
@@ -92,6 +93,10 @@ class FractionalSDE(ProbgenModule):
         encoder_hidden: summary size for ``context="all_obs"``.
         hurst_warmup_steps: optimizer steps with the Hurst learning rate at 0, so that the
             control fits the observations before H moves.
+        posterior_y0: learn an amortised Gaussian $q(Y(0) \mid y)$ over the initial OU states
+            (:class:`~probgen.fractional.model.InitialOUPosterior`, type I only) instead of drawing
+            them from their stationary prior; its KL enters the ELBO. With
+            ``transition="gaussian"`` the family then contains the exact posterior of the fOU model.
         x0: the known initial value.
         obs_std: observation noise std $s$.
         dt: Euler step of the shared solver.
@@ -131,6 +136,7 @@ class FractionalSDE(ProbgenModule):
         transition: str = "girsanov",
         encoder_hidden: int = 16,
         hurst_warmup_steps: int = 0,
+        posterior_y0: bool = False,
     ) -> None:
         super().__init__()
         check_int("dim", dim, ge=1)
@@ -155,6 +161,10 @@ class FractionalSDE(ProbgenModule):
         if context == "all_obs":
             check_int("encoder_hidden", encoder_hidden, ge=1)
         check_int("hurst_warmup_steps", hurst_warmup_steps, ge=0)
+        check_bool("posterior_y0", posterior_y0)
+        if posterior_y0 and (kind != "type1" or white or n_ou == 0):
+            raise ValueError(f"posterior_y0=True needs a type I prior with OU processes (kind='type1', n_ou >= 1, "
+                             f"white=False), got kind={kind!r}, n_ou={n_ou}, white={white}")
         self.sde = NeuralFractionalSDE(
             dim=dim, n_ou=n_ou, gamma_max=gamma_max, horizon=horizon, kind=kind, white=white, hurst=hurst,
             learn_hurst=learn_hurst, drift=drift, theta=theta, learn_theta=learn_theta, diffusion=diffusion,
@@ -162,7 +172,15 @@ class FractionalSDE(ProbgenModule):
             control=control, control_hidden=control_hidden, control_depth=control_depth,
             learn_variance=transition == "gaussian", encoder_hidden=encoder_hidden if context == "all_obs" else 0,
         )
+        self.y0_posterior = (InitialOUPosterior(self.sde.markov().gammas.detach(), horizon)
+                             if posterior_y0 else None)
         self._rho_warned = False
+
+    def _initial_ou(self, times: Tensor, values: Tensor, generator: torch.Generator | None):
+        """``(y0, kl)`` from :class:`InitialOUPosterior`, or ``(None, 0)`` (Y(0) from its prior)."""
+        if self.y0_posterior is None:
+            return None, 0.0
+        return self.y0_posterior(times, values, float(self.hparams.x0), generator=generator)
 
     def _context_dim(self) -> int:
         hp = self.hparams
@@ -215,8 +233,10 @@ class FractionalSDE(ProbgenModule):
         context = self._context(times, values)
         obs = self._observations(times, values)
         self._check_rho(ts)
+        y0, kl_y0 = self._initial_ou(times, values, generator)
         xs, _, kl = self.sde.simulate(x0, ts, hp.dt, posterior=True, context=context, generator=generator,
-                                      observations=obs)
+                                      observations=obs, y0=y0)
+        kl = kl + kl_y0
         log_lik = gaussian_log_likelihood(values, xs[1:].transpose(0, 1), hp.obs_std)
         if obs is not None:  # the solver returned the negative ELBO; report kl so that elbo = log_lik - kl
             return {"elbo": -kl, "log_lik": log_lik, "kl": kl + log_lik, "xs": xs}
@@ -237,8 +257,9 @@ class FractionalSDE(ProbgenModule):
         times, ts = times.to(values), ts.to(values)
         obs = self._observations(times, values)
         grid = torch.unique(torch.cat([ts, times])) if obs is not None else ts  # observations on the grid
+        y0, _ = self._initial_ou(times, values, generator)
         xs, _, _ = self.sde.simulate(x0, grid, hp.dt, posterior=True, context=self._context(times, values),
-                                     generator=generator, observations=obs)
+                                     generator=generator, observations=obs, y0=y0)
         return xs[torch.searchsorted(grid, ts)].transpose(0, 1)
 
     def _log_params(self, prefix: str) -> None:
@@ -269,6 +290,8 @@ class FractionalSDE(ProbgenModule):
 
     def configure_optimizers(self):
         groups = _hurst_param_groups(self.sde, self.hparams.lr, self.hparams.hurst_lr)
+        if self.y0_posterior is not None:
+            groups[0]["params"] = groups[0]["params"] + list(self.y0_posterior.parameters())
         opt = torch.optim.Adam(groups)
         warm = int(self.hparams.hurst_warmup_steps)
         if warm <= 0 or len(groups) < 2:

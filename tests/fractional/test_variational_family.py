@@ -78,3 +78,43 @@ def test_trained_gaussian_family_is_within_3_nats_of_the_oracle():
     chain = fou_chain(MarkovFBM(0.3, 5, 20.0, 2.0, dtype=torch.float64), 1.0, 1.0, times, 0.02, 0.05)
     best = float(prior_start_elbo(chain, backward_messages(chain, values.double())).mean())
     assert best - 3 < elbo <= best + 0.5  # 0.5: Monte Carlo error of the ELBO estimate over 128 paths
+
+
+def test_initial_ou_posterior_kl_is_the_gaussian_kl_and_starts_at_the_prior():
+    from probgen.fractional.model import InitialOUPosterior
+
+    gammas = MarkovFBM(0.6, 4, 10.0, 1.0, dtype=torch.float64).gammas
+    q = InitialOUPosterior(gammas, horizon=1.0, hidden=8).double()
+    times = torch.linspace(0.2, 1.0, 5, dtype=torch.float64)
+    values = torch.randn(3, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    _, kl0 = q(times, values)
+    assert torch.allclose(kl0, torch.zeros(3, dtype=torch.float64), atol=1e-10)  # q = prior at initialisation
+    with torch.no_grad():  # move q away from the prior
+        for p in q.parameters():
+            p.add_(0.3 * torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(p.numel())))
+    y0, kl = q(times, values, x0=0.4)
+    assert y0.shape == (3, 2, 4)
+    cov = 1.0 / (gammas[:, None] + gammas[None, :]) + 1e-12 * torch.eye(4, dtype=torch.float64)  # q's jitter
+    prior = torch.distributions.MultivariateNormal(torch.zeros(4, dtype=torch.float64), cov)
+    t = times.unsqueeze(-1)
+    a = q.weight_net(torch.cat([t, torch.sin(t), torch.cos(t)], dim=-1))
+    mu = q.bias + torch.einsum("bnd,nk->bdk", values - 0.4, a)
+    post = torch.distributions.MultivariateNormal(mu, scale_tril=q.factor())
+    expected = torch.distributions.kl_divergence(post, prior).sum(-1)
+    assert torch.allclose(kl, expected, atol=1e-10, rtol=0)
+
+
+def test_posterior_y0_enters_the_elbo_and_is_trained():
+    values, times = _data()
+    torch.manual_seed(0)
+    model = FractionalSDE(n_ou=3, gamma_max=10.0, horizon=1.0, hurst=0.6, context="next_obs", transition="gaussian",
+                          obs_std=0.05, dt=0.05, control="affine", posterior_y0=True)
+    out = model.elbo(values, times)
+    assert torch.allclose(out["elbo"], out["log_lik"] - out["kl"])
+    (-out["elbo"].mean()).backward()
+    assert model.y0_posterior.bias.grad is not None and model.y0_posterior.bias.grad.abs().sum() > 0
+    opt = model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    assert any(p is model.y0_posterior.bias for g in opt.param_groups for p in g["params"])
+    with pytest.raises(ValueError, match="posterior_y0"):
+        FractionalSDE(kind="type2", posterior_y0=True)
