@@ -159,7 +159,7 @@ def main() -> None:
     p.add_argument("--profile", action="store_true",
                    help="print the exact log-likelihood profile over H instead of training")
     p.add_argument("--transition", default="girsanov", choices=["girsanov", "gaussian"])
-    p.add_argument("--context", default="next_obs", choices=["next_obs", "all_obs"])
+    p.add_argument("--context", default="next_obs", choices=["next_obs", "all_obs", "attention"])
     p.add_argument("--fix-theta", action="store_true", help="keep theta at the truth (1)")
     p.add_argument("--obs-noise", type=float, default=0.0,
                    help="std of Gaussian noise added to the simulated observations (the model assumes 0.05)")

@@ -30,6 +30,7 @@ __all__ = [
     "MLP",
     "ControlNet",
     "InitialOUPosterior",
+    "ObservationAttention",
     "NeuralFractionalSDE",
     "gaussian_log_likelihood",
     "inverse_sigmoid",
@@ -494,6 +495,53 @@ class InitialOUPosterior(nn.Module):
         kl_dim = 0.5 * ((A * A).sum() - k + logdet)
         kl = kl_dim * mu.shape[1] + 0.5 * (m * m).sum((-1, -2))
         return y0, kl
+
+
+class ObservationAttention(nn.Module):
+    r"""Linear summary of the observations still ahead: $c_r(t, x) = \sum_{j:\, t_j > t} A_r(t, t_j)\,(y_j - x)$.
+
+    $A(t, t_j) \in \mathbb R^{r}$ is an MLP of $[(t_j - t)/T, \sin t, \cos t]$. For a
+    linear-Gaussian model the optimal control's offset is $v^\top q_{k+1}$, with $q_{k+1}$ of the
+    backward message linear in all future observations with weights that depend only on
+    $(t, t_j)$ (:mod:`probgen.fractional.oracle`), so an affine control of $[x, y, c]$ with this
+    summary contains the exact posterior; the next-observation context does not, and loses the
+    most at large H, where later observations say most about the slow OU states.
+
+    Args:
+        dim: ``d`` of the observations; features: $r$ summaries per dimension; horizon: $T$;
+        hidden: width of the weight MLP.
+    """
+
+    def __init__(self, dim: int, features: int = 4, horizon: float = 1.0, hidden: int = 32) -> None:
+        super().__init__()
+        if features < 1:
+            raise ValueError(f"features must be >= 1, got {features}")
+        self.weight_net = MLP(3, features, hidden, 1, "tanh")  # not zero: the control's zero init needs c != 0
+        self.dim, self.features, self.horizon = dim, features, float(horizon)
+
+    def forward(self, times: Tensor, values: Tensor, dt: float, t: Tensor, x: Tensor) -> Tensor:
+        """``times: (n,)``, ``values: (B, n, d)``, ``x: (B, d)`` at time ``t`` -> ``(B, d r)``."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(1)
+        tt = times.to(x)
+        ahead = (tt > t + 0.5 * dt).to(x)  # observations not yet reached
+        feats = torch.stack([(tt - t) / self.horizon, torch.sin(t).expand_as(tt), torch.cos(t).expand_as(tt)], -1)
+        a = self.weight_net(feats) * ahead.unsqueeze(-1)  # (n, r)
+        return torch.einsum("bnd,nr->bdr", values.to(x) - x.unsqueeze(1), a).flatten(1)
+
+
+def attention_context(times: Tensor, values: Tensor, attention: ObservationAttention,
+                      dt: float) -> Callable[[Tensor, Tensor], Tensor]:
+    """:func:`next_observation_context`'s features and :class:`ObservationAttention`'s summary.
+
+    Returns:
+        ``context(t, x) -> (batch, 2 d + 1 + d r)``.
+    """
+
+    def context(t: Tensor, x: Tensor) -> Tensor:
+        feats, _ = _next_observation(times, values, dt, t, x)
+        return torch.cat([feats, attention(times, values, dt, t, x)], dim=-1)
+
+    return context
 
 
 class ObservationEncoder(nn.Module):

@@ -13,6 +13,8 @@ from probgen.fractional.latent import VideoDecoder, VideoEncoder, frame_context
 from probgen.fractional.model import (
     InitialOUPosterior,
     NeuralFractionalSDE,
+    ObservationAttention,
+    attention_context,
     gaussian_log_likelihood,
     next_observation_context,
     remaining_observations_context,
@@ -83,8 +85,11 @@ class FractionalSDE(ProbgenModule):
         control_hidden, control_depth: control network sizes.
         context: ``"none"`` (one fixed conditioning, e.g. a bridge: ``sample`` then draws
             posterior paths), ``"next_obs"`` (the control sees the next observation;
-            ``sample`` draws from the learnt prior) or ``"all_obs"`` (also a backward-GRU summary
-            of all observations still ahead, size ``encoder_hidden``).
+            ``sample`` draws from the learnt prior), ``"all_obs"`` (also a backward-GRU summary
+            of all observations still ahead, size ``encoder_hidden``) or ``"attention"`` (also
+            ``encoder_hidden`` learnt linear summaries of all observations ahead,
+            :class:`~probgen.fractional.model.ObservationAttention`: with ``control="affine"`` the
+            form of the exact posterior's control in the linear-Gaussian case).
         transition: ``"girsanov"`` (the paper's control, $\kappa = 1$; warns once when
             $\rho = v_0^2 h / s^2 > 0.1$ on observation steps, where its gap grows with
             $\sum_k\omega_k$ and biases H) or ``"gaussian"`` (learnt mean and variance per step and
@@ -148,7 +153,7 @@ class FractionalSDE(ProbgenModule):
         check_choice("control", control, ("mlp", "affine"))
         check_int("control_hidden", control_hidden, ge=1)
         check_int("control_depth", control_depth, ge=0)
-        check_choice("context", context, ("none", "next_obs", "all_obs"))
+        check_choice("context", context, ("none", "next_obs", "all_obs", "attention"))
         check_real("x0", x0)
         check_int("sample_points", sample_points, ge=2)
         if sample_condition is not None:
@@ -158,7 +163,7 @@ class FractionalSDE(ProbgenModule):
             check_real("sample_condition[0]", sample_condition[0], gt=0)
         self.save_hyperparameters()
         check_choice("transition", transition, ("girsanov", "gaussian"))
-        if context == "all_obs":
+        if context in ("all_obs", "attention"):
             check_int("encoder_hidden", encoder_hidden, ge=1)
         check_int("hurst_warmup_steps", hurst_warmup_steps, ge=0)
         check_bool("posterior_y0", posterior_y0)
@@ -172,6 +177,8 @@ class FractionalSDE(ProbgenModule):
             control=control, control_hidden=control_hidden, control_depth=control_depth,
             learn_variance=transition == "gaussian", encoder_hidden=encoder_hidden if context == "all_obs" else 0,
         )
+        self.obs_attention = (ObservationAttention(dim, encoder_hidden, horizon) if context == "attention"
+                              else None)
         self.y0_posterior = (InitialOUPosterior(self.sde.markov().gammas.detach(), horizon)
                              if posterior_y0 else None)
         self._rho_warned = False
@@ -184,7 +191,8 @@ class FractionalSDE(ProbgenModule):
 
     def _context_dim(self) -> int:
         hp = self.hparams
-        return {"none": 0, "next_obs": 2 * hp.dim + 1, "all_obs": 2 * hp.dim + 1 + hp.encoder_hidden}[hp.context]
+        return {"none": 0, "next_obs": 2 * hp.dim + 1, "all_obs": 2 * hp.dim + 1 + hp.encoder_hidden,
+                "attention": (2 + hp.encoder_hidden) * hp.dim + 1}[hp.context]
 
     def _context(self, times: Tensor, values: Tensor):
         hp = self.hparams
@@ -192,6 +200,8 @@ class FractionalSDE(ProbgenModule):
             return next_observation_context(times, values, hp.dt)
         if hp.context == "all_obs":
             return remaining_observations_context(times, values, self.sde.obs_encoder(times, values), hp.dt)
+        if hp.context == "attention":
+            return attention_context(times, values, self.obs_attention, hp.dt)
         return None
 
     def _observations(self, times: Tensor, values: Tensor) -> LinearGaussianObservations | None:
@@ -290,8 +300,9 @@ class FractionalSDE(ProbgenModule):
 
     def configure_optimizers(self):
         groups = _hurst_param_groups(self.sde, self.hparams.lr, self.hparams.hurst_lr)
-        if self.y0_posterior is not None:
-            groups[0]["params"] = groups[0]["params"] + list(self.y0_posterior.parameters())
+        for extra in (self.y0_posterior, self.obs_attention):
+            if extra is not None:
+                groups[0]["params"] = groups[0]["params"] + list(extra.parameters())
         opt = torch.optim.Adam(groups)
         warm = int(self.hparams.hurst_warmup_steps)
         if warm <= 0 or len(groups) < 2:

@@ -118,3 +118,29 @@ def test_posterior_y0_enters_the_elbo_and_is_trained():
     assert any(p is model.y0_posterior.bias for g in opt.param_groups for p in g["params"])
     with pytest.raises(ValueError, match="posterior_y0"):
         FractionalSDE(kind="type2", posterior_y0=True)
+
+
+def test_observation_attention_sums_over_the_observations_ahead_only():
+    from probgen.fractional.model import ObservationAttention
+
+    torch.manual_seed(0)
+    att = ObservationAttention(dim=2, features=3, horizon=1.0).double()
+    times = torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
+    values = torch.randn(5, 4, 2, dtype=torch.float64)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    t = torch.tensor(0.5, dtype=torch.float64)  # t_2 = 0.5 is reached: only 0.75 and 1.0 are ahead
+    out = att(times, values, 0.05, t, x)
+    expected = torch.zeros(5, 2, 3, dtype=torch.float64)
+    for j in (2, 3):
+        a = att.weight_net(torch.stack([(times[j] - t) / 1.0, torch.sin(t), torch.cos(t)]))
+        expected += (values[:, j] - x).unsqueeze(-1) * a
+    assert out.shape == (5, 6) and torch.allclose(out, expected.flatten(1), atol=1e-12)
+    model = FractionalSDE(n_ou=3, gamma_max=10.0, horizon=1.0, hurst=0.6, context="attention", encoder_hidden=3,
+                          transition="gaussian", obs_std=0.05, dt=0.05, control="affine")
+    vals, ts = _data()
+    out = model.elbo(vals, ts)
+    (-out["elbo"].mean()).backward()
+    assert torch.isfinite(out["elbo"]).all()
+    opt = model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    assert any(p is model.obs_attention.weight_net[0].weight for g in opt.param_groups for p in g["params"])
