@@ -7,7 +7,7 @@ import torch
 
 from probgen.data.fou import simulate_fou
 from probgen.fractional import FractionalSDE
-from probgen.fractional.oracle import backward_messages, fou_chain, prior_start_elbo
+from probgen.fractional.oracle import backward_messages, fou_chain, log_likelihood, prior_start_elbo
 from probgen.sde import MarkovFBM
 
 
@@ -58,14 +58,23 @@ def test_bad_transition_and_context():
 
 
 @pytest.mark.slow
-def test_trained_gaussian_family_is_within_3_nats_of_the_oracle():
-    # fixed H = 0.3 and theta = 1 (the truth): only the variational family is trained; the oracle
-    # is its closed-form optimum with Y(0) from the prior (the Girsanov family's is 300 nats lower)
-    times, paths = simulate_fou(128, 0.3, theta=1.0, horizon=2.0, n_obs=20, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("hurst, posterior_y0", [
+    (0.3, False),
+    # measured 1 Dec 2026: 5.35 nats below the optimum after 150 iterations (0.56 at H = 0.3); this
+    # optimisation error is what holds the learnt H low at H >= 0.7 (docs/benchmarks.md)
+    pytest.param(0.8, True, marks=pytest.mark.xfail(strict=True, reason="optimisation error at large H (issue #11)")),
+])
+def test_trained_gaussian_family_is_within_3_nats_of_the_oracle(hurst, posterior_y0):
+    # fixed H and theta = 1 (the truth): only the variational family is trained; the oracle is its
+    # closed-form optimum: with Y(0) from the prior (posterior_y0=False), else the exact log-likelihood
+    # (the Girsanov family's optimum is 300 nats lower at H = 0.3)
+    times, paths = simulate_fou(128, hurst, theta=1.0, horizon=2.0, n_obs=20,
+                                generator=torch.Generator().manual_seed(0))
     values = paths.unsqueeze(-1)
     torch.manual_seed(0)
-    model = FractionalSDE(n_ou=5, gamma_max=20.0, horizon=2.0, hurst=0.3, learn_hurst=False, theta=1.0,
-                          context="next_obs", transition="gaussian", obs_std=0.05, dt=0.02, control="affine", lr=0.01)
+    model = FractionalSDE(n_ou=5, gamma_max=20.0, horizon=2.0, hurst=hurst, learn_hurst=False, theta=1.0,
+                          context="next_obs", transition="gaussian", obs_std=0.05, dt=0.02, control="affine", lr=0.01,
+                          posterior_y0=posterior_y0)
     opt = model.configure_optimizers()
     gen = torch.Generator().manual_seed(1)
     for _ in range(150):
@@ -74,10 +83,12 @@ def test_trained_gaussian_family_is_within_3_nats_of_the_oracle():
         loss.backward()
         opt.step()
     with torch.no_grad():
-        elbo = float(model.elbo(values, times)["elbo"].mean())
-    chain = fou_chain(MarkovFBM(0.3, 5, 20.0, 2.0, dtype=torch.float64), 1.0, 1.0, times, 0.02, 0.05)
-    best = float(prior_start_elbo(chain, backward_messages(chain, values.double())).mean())
-    assert best - 3 < elbo <= best + 0.5  # 0.5: Monte Carlo error of the ELBO estimate over 128 paths
+        elbo = float(torch.stack([model.elbo(values, times)["elbo"].mean() for _ in range(4)]).mean())
+    chain = fou_chain(MarkovFBM(hurst, 5, 20.0, 2.0, dtype=torch.float64), 1.0, 1.0, times, 0.02, 0.05)
+    msg = backward_messages(chain, values.double())
+    best = float((log_likelihood(chain, values.double(), msg) if posterior_y0 else prior_start_elbo(chain, msg)).mean())
+    print(f"H = {hurst}: trained ELBO {elbo:.3f}, family optimum {best:.3f}, gap {best - elbo:.3f} nats per path")
+    assert best - 3 < elbo <= best + 0.5  # 0.5: Monte Carlo error of the ELBO estimate over 4 x 128 paths
 
 
 def test_initial_ou_posterior_kl_is_the_gaussian_kl_and_starts_at_the_prior():
