@@ -86,7 +86,7 @@ def oracle(values: torch.Tensor, times: torch.Tensor, hurst: float, theta: float
 def run(hurst: float, seed: int, iters: int, n_ou: int, gamma_max: float, dt: float, n_obs: int,
         num_paths: int, batch: int, warmup: int, hidden: int, control: str, transition: str = "girsanov",
         context: str = "next_obs", fix_theta: bool = False, lr: float = 3e-3,
-        hurst_lr: float = 2e-2, obs_noise: float = 0.0) -> tuple[float, float, float, float]:
+        hurst_lr: float = 2e-2, obs_noise: float = 0.0, posterior_y0: bool = False) -> tuple[float, float, float, float]:
     gen = torch.Generator().manual_seed(seed)
     times, paths = simulate_fou(num_paths, hurst, theta=1.0, sigma=1.0, horizon=2.0, n_obs=n_obs, generator=gen)
     if obs_noise > 0:  # observations drawn with the model's own noise
@@ -96,7 +96,7 @@ def run(hurst: float, seed: int, iters: int, n_ou: int, gamma_max: float, dt: fl
     model = FractionalSDE(n_ou=n_ou, gamma_max=gamma_max, horizon=2.0, kind="type1", hurst=0.5, learn_hurst=True,
                           drift="ou", theta=1.0 if fix_theta else 0.5, learn_theta=not fix_theta, sigma=1.0,
                           context=context, obs_std=0.05, dt=dt, lr=lr, hurst_lr=hurst_lr, control=control,
-                          control_hidden=hidden, transition=transition)
+                          control_hidden=hidden, transition=transition, posterior_y0=posterior_y0)
     opt = model.configure_optimizers()
     model.sde.hurst_raw.requires_grad_(False)  # warm-up: fit the control (and theta) at H = 0.5 first
     start = time.perf_counter()
@@ -159,10 +159,11 @@ def main() -> None:
     p.add_argument("--profile", action="store_true",
                    help="print the exact log-likelihood profile over H instead of training")
     p.add_argument("--transition", default="girsanov", choices=["girsanov", "gaussian"])
-    p.add_argument("--context", default="next_obs", choices=["next_obs", "all_obs"])
+    p.add_argument("--context", default="next_obs", choices=["next_obs", "all_obs", "attention"])
     p.add_argument("--fix-theta", action="store_true", help="keep theta at the truth (1)")
     p.add_argument("--obs-noise", type=float, default=0.0,
                    help="std of Gaussian noise added to the simulated observations (the model assumes 0.05)")
+    p.add_argument("--posterior-y0", action="store_true", help="learn q(Y(0) | y) (FractionalSDE(posterior_y0=True))")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--hurst-lr", type=float, default=2e-2)
     p.add_argument("--argmax", action="store_true",
@@ -228,13 +229,13 @@ def main() -> None:
     print(f"# K={a.n_ou}, gamma_max={a.gamma_max}, dt={a.dt}, {a.n_obs} obs on (0, 2], {a.num_paths} paths, "
           f"batch {a.batch}, {a.iters} iters ({a.warmup} with H frozen at 0.5), {a.control} control 2x{a.hidden}, "
           f"transition {a.transition}, context {a.context}, theta {'fixed at 1' if a.fix_theta else 'learnt'}, "
-          f"lr {a.lr}, hurst lr {a.hurst_lr}, data noise std {a.obs_noise}, seeds {a.seeds}; H and theta averaged "
+          f"lr {a.lr}, hurst lr {a.hurst_lr}, data noise std {a.obs_noise}, q(Y0) {a.posterior_y0}, seeds {a.seeds}; H and theta averaged "
           "over the last 20% of iterates")
     print("| true H | learnt H (per seed) | mean +- std | abs err | learnt theta (true 1) | s / iter |")
     print("|---|---|---|---|---|---|")
     for h in a.hurst:
         rs = [run(h, s, a.iters, a.n_ou, a.gamma_max, a.dt, a.n_obs, a.num_paths, a.batch, a.warmup, a.hidden,
-                  a.control, a.transition, a.context, a.fix_theta, a.lr, a.hurst_lr, a.obs_noise)
+                  a.control, a.transition, a.context, a.fix_theta, a.lr, a.hurst_lr, a.obs_noise, a.posterior_y0)
               for s in a.seeds]
         hs = [r[0] for r in rs]
         mean = statistics.fmean(hs)

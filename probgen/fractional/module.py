@@ -11,7 +11,10 @@ from torch import Tensor
 from probgen.base import ProbgenModule
 from probgen.fractional.latent import VideoDecoder, VideoEncoder, frame_context
 from probgen.fractional.model import (
+    InitialOUPosterior,
     NeuralFractionalSDE,
+    ObservationAttention,
+    attention_context,
     gaussian_log_likelihood,
     next_observation_context,
     remaining_observations_context,
@@ -82,8 +85,11 @@ class FractionalSDE(ProbgenModule):
         control_hidden, control_depth: control network sizes.
         context: ``"none"`` (one fixed conditioning, e.g. a bridge: ``sample`` then draws
             posterior paths), ``"next_obs"`` (the control sees the next observation;
-            ``sample`` draws from the learnt prior) or ``"all_obs"`` (also a backward-GRU summary
-            of all observations still ahead, size ``encoder_hidden``).
+            ``sample`` draws from the learnt prior), ``"all_obs"`` (also a backward-GRU summary
+            of all observations still ahead, size ``encoder_hidden``) or ``"attention"`` (also
+            ``encoder_hidden`` learnt linear summaries of all observations ahead,
+            :class:`~probgen.fractional.model.ObservationAttention`: with ``control="affine"`` the
+            form of the exact posterior's control in the linear-Gaussian case).
         transition: ``"girsanov"`` (the paper's control, $\kappa = 1$; warns once when
             $\rho = v_0^2 h / s^2 > 0.1$ on observation steps, where its gap grows with
             $\sum_k\omega_k$ and biases H) or ``"gaussian"`` (learnt mean and variance per step and
@@ -92,6 +98,10 @@ class FractionalSDE(ProbgenModule):
         encoder_hidden: summary size for ``context="all_obs"``.
         hurst_warmup_steps: optimizer steps with the Hurst learning rate at 0, so that the
             control fits the observations before H moves.
+        posterior_y0: learn an amortised Gaussian $q(Y(0) \mid y)$ over the initial OU states
+            (:class:`~probgen.fractional.model.InitialOUPosterior`, type I only) instead of drawing
+            them from their stationary prior; its KL enters the ELBO. With
+            ``transition="gaussian"`` the family then contains the exact posterior of the fOU model.
         x0: the known initial value.
         obs_std: observation noise std $s$.
         dt: Euler step of the shared solver.
@@ -131,6 +141,7 @@ class FractionalSDE(ProbgenModule):
         transition: str = "girsanov",
         encoder_hidden: int = 16,
         hurst_warmup_steps: int = 0,
+        posterior_y0: bool = False,
     ) -> None:
         super().__init__()
         check_int("dim", dim, ge=1)
@@ -142,7 +153,7 @@ class FractionalSDE(ProbgenModule):
         check_choice("control", control, ("mlp", "affine"))
         check_int("control_hidden", control_hidden, ge=1)
         check_int("control_depth", control_depth, ge=0)
-        check_choice("context", context, ("none", "next_obs", "all_obs"))
+        check_choice("context", context, ("none", "next_obs", "all_obs", "attention"))
         check_real("x0", x0)
         check_int("sample_points", sample_points, ge=2)
         if sample_condition is not None:
@@ -152,9 +163,13 @@ class FractionalSDE(ProbgenModule):
             check_real("sample_condition[0]", sample_condition[0], gt=0)
         self.save_hyperparameters()
         check_choice("transition", transition, ("girsanov", "gaussian"))
-        if context == "all_obs":
+        if context in ("all_obs", "attention"):
             check_int("encoder_hidden", encoder_hidden, ge=1)
         check_int("hurst_warmup_steps", hurst_warmup_steps, ge=0)
+        check_bool("posterior_y0", posterior_y0)
+        if posterior_y0 and (kind != "type1" or white or n_ou == 0):
+            raise ValueError(f"posterior_y0=True needs a type I prior with OU processes (kind='type1', n_ou >= 1, "
+                             f"white=False), got kind={kind!r}, n_ou={n_ou}, white={white}")
         self.sde = NeuralFractionalSDE(
             dim=dim, n_ou=n_ou, gamma_max=gamma_max, horizon=horizon, kind=kind, white=white, hurst=hurst,
             learn_hurst=learn_hurst, drift=drift, theta=theta, learn_theta=learn_theta, diffusion=diffusion,
@@ -162,11 +177,22 @@ class FractionalSDE(ProbgenModule):
             control=control, control_hidden=control_hidden, control_depth=control_depth,
             learn_variance=transition == "gaussian", encoder_hidden=encoder_hidden if context == "all_obs" else 0,
         )
+        self.obs_attention = (ObservationAttention(dim, encoder_hidden, horizon) if context == "attention"
+                              else None)
+        self.y0_posterior = (InitialOUPosterior(self.sde.markov().gammas.detach(), horizon)
+                             if posterior_y0 else None)
         self._rho_warned = False
+
+    def _initial_ou(self, times: Tensor, values: Tensor, generator: torch.Generator | None):
+        """``(y0, kl)`` from :class:`InitialOUPosterior`, or ``(None, 0)`` (Y(0) from its prior)."""
+        if self.y0_posterior is None:
+            return None, 0.0
+        return self.y0_posterior(times, values, float(self.hparams.x0), generator=generator)
 
     def _context_dim(self) -> int:
         hp = self.hparams
-        return {"none": 0, "next_obs": 2 * hp.dim + 1, "all_obs": 2 * hp.dim + 1 + hp.encoder_hidden}[hp.context]
+        return {"none": 0, "next_obs": 2 * hp.dim + 1, "all_obs": 2 * hp.dim + 1 + hp.encoder_hidden,
+                "attention": (2 + hp.encoder_hidden) * hp.dim + 1}[hp.context]
 
     def _context(self, times: Tensor, values: Tensor):
         hp = self.hparams
@@ -174,6 +200,8 @@ class FractionalSDE(ProbgenModule):
             return next_observation_context(times, values, hp.dt)
         if hp.context == "all_obs":
             return remaining_observations_context(times, values, self.sde.obs_encoder(times, values), hp.dt)
+        if hp.context == "attention":
+            return attention_context(times, values, self.obs_attention, hp.dt)
         return None
 
     def _observations(self, times: Tensor, values: Tensor) -> LinearGaussianObservations | None:
@@ -215,8 +243,10 @@ class FractionalSDE(ProbgenModule):
         context = self._context(times, values)
         obs = self._observations(times, values)
         self._check_rho(ts)
+        y0, kl_y0 = self._initial_ou(times, values, generator)
         xs, _, kl = self.sde.simulate(x0, ts, hp.dt, posterior=True, context=context, generator=generator,
-                                      observations=obs)
+                                      observations=obs, y0=y0)
+        kl = kl + kl_y0
         log_lik = gaussian_log_likelihood(values, xs[1:].transpose(0, 1), hp.obs_std)
         if obs is not None:  # the solver returned the negative ELBO; report kl so that elbo = log_lik - kl
             return {"elbo": -kl, "log_lik": log_lik, "kl": kl + log_lik, "xs": xs}
@@ -237,8 +267,9 @@ class FractionalSDE(ProbgenModule):
         times, ts = times.to(values), ts.to(values)
         obs = self._observations(times, values)
         grid = torch.unique(torch.cat([ts, times])) if obs is not None else ts  # observations on the grid
+        y0, _ = self._initial_ou(times, values, generator)
         xs, _, _ = self.sde.simulate(x0, grid, hp.dt, posterior=True, context=self._context(times, values),
-                                     generator=generator, observations=obs)
+                                     generator=generator, observations=obs, y0=y0)
         return xs[torch.searchsorted(grid, ts)].transpose(0, 1)
 
     def _log_params(self, prefix: str) -> None:
@@ -269,6 +300,9 @@ class FractionalSDE(ProbgenModule):
 
     def configure_optimizers(self):
         groups = _hurst_param_groups(self.sde, self.hparams.lr, self.hparams.hurst_lr)
+        for extra in (self.y0_posterior, self.obs_attention):
+            if extra is not None:
+                groups[0]["params"] = groups[0]["params"] + list(extra.parameters())
         opt = torch.optim.Adam(groups)
         warm = int(self.hparams.hurst_warmup_steps)
         if warm <= 0 or len(groups) < 2:
