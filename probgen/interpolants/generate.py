@@ -23,11 +23,12 @@ from torch import Tensor
 
 from probgen.sde import odeint, sdeint
 
-__all__ = ["generate", "time_grid", "ODE_SOLVERS", "SDE_SOLVERS", "TIME_GRIDS"]
+__all__ = ["generate", "time_grid", "diffusion_schedule", "ODE_SOLVERS", "SDE_SOLVERS", "TIME_GRIDS", "EPS_FORMS"]  # noqa: RUF022
 
 ODE_SOLVERS = ("euler", "heun", "rk4", "dopri5", "edm")
 TIME_GRIDS = ("uniform", "edm")
 SDE_SOLVERS = ("euler", "heun")
+EPS_FORMS = ("constant", "vanishing", "linear", "sigma", "sbdm", "decreasing", "increasing_decreasing")
 Field = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -107,6 +108,57 @@ def time_grid(kind, t0: float, t1: float, steps: int, rho: float = 7.0) -> list[
     if len(grid) < 2 or any(b <= a for a, b in zip(grid[:-1], grid[1:])) or abs(grid[0] - t0) > 1e-12 or abs(grid[-1] - t1) > 1e-12:
         raise ValueError(f"a time_grid sequence must increase strictly from t0={t0} to t1={t1}, got {grid[:3]}...{grid[-2:]}")
     return grid
+
+
+def diffusion_schedule(form: str, norm: float = 1.0, interpolant=None) -> Callable[[Tensor], Tensor]:
+    """A diffusion coefficient $\\epsilon(t)$ of the generative SDE, from SiT's families (Ma et al.
+    2024, their "diffusion forms"), written in this module's time (data at $t = 1$) and in terms of
+    $\\epsilon$ (the SDE is $dX = [b + \\epsilon s] dt + \\sqrt{2\\epsilon} dW$). With $n$ = ``norm``:
+
+    - ``"constant"``: $n$.
+    - ``"vanishing"`` / ``"linear"``: $n(1 - t)$ (no noise at the data end).
+    - ``"sigma"``: $n\\sigma(t)$, the coefficient of the Gaussian noise in $x_t$: $\\alpha(t)$ for a
+      one-sided path, $\\gamma(t)$ otherwise (needs ``interpolant``).
+    - ``"sbdm"``: $n(\\alpha^2\\dot\\beta/\\beta - \\alpha\\dot\\alpha)$ for a one-sided path (needs
+      ``interpolant``). On the VP path this is $\\tfrac12\\beta_s(1 - t)$, half the squared diffusion of
+      the VP SDE of score-based diffusion, so $\\sqrt{2\\epsilon}$ is its $g$; it is infinite where
+      $\\beta = 0$ (keep $t_0 > 0$ on the linear path).
+    - ``"decreasing"``: $\\tfrac14(n\\cos(\\pi t) + 1)^2$.
+    - ``"increasing_decreasing"``: $n\\sin^2(\\pi t)$.
+
+    Args:
+        form: one of ``EPS_FORMS``.
+        norm: $n \\geq 0$.
+        interpolant: the :class:`~probgen.interpolants.Interpolant`, for ``"sigma"`` and ``"sbdm"``.
+
+    Returns:
+        ``eps(t)`` for a tensor ``t`` (elementwise), in ``t``'s dtype.
+
+    Raises:
+        ValueError: unknown ``form``, negative or non-finite ``norm``, a missing ``interpolant``, or
+            ``"sbdm"`` with a path that is not one-sided.
+    """
+    if form not in EPS_FORMS:
+        raise ValueError(f"diffusion form must be one of {EPS_FORMS}, got {form!r}")
+    if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm < 0:
+        raise ValueError(f"norm must be a finite number >= 0, got {norm!r}")
+    n = float(norm)
+    if form in ("sigma", "sbdm") and interpolant is None:
+        raise ValueError(f"diffusion form {form!r} needs the interpolant (interpolant=...)")
+    if form == "constant":
+        return lambda t: torch.full_like(t, n)
+    if form in ("vanishing", "linear"):
+        return lambda t: n * (1.0 - t)
+    if form == "decreasing":
+        return lambda t: 0.25 * (n * torch.cos(math.pi * t) + 1.0) ** 2
+    if form == "increasing_decreasing":
+        return lambda t: n * torch.sin(math.pi * t) ** 2
+    I = interpolant
+    if form == "sigma":
+        return (lambda t: n * I.alpha(t)) if I.kind == "one_sided" else (lambda t: n * I.gamma(t))
+    if I.kind != "one_sided":
+        raise ValueError(f"diffusion form 'sbdm' is defined for one-sided paths (x_t = alpha z + beta x1), got kind {I.kind!r}")
+    return lambda t: n * (I.alpha(t) ** 2 * I.dbeta(t) / I.beta(t) - I.alpha(t) * I.dalpha(t))
 
 
 class _Flat:

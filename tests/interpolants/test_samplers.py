@@ -60,3 +60,37 @@ def test_denoise_last_removes_the_final_noise():
     assert abs(float(full.var()) - 2 * eps) < 4 * 2 * eps * math.sqrt(2 / n)
     with pytest.raises(ValueError, match="denoise_last"):
         generate(zero, x0, denoise_last=True)
+
+
+def test_diffusion_schedule_forms_closed_form():
+    """SiT-style eps(t) families: values against their formulas, and 'sbdm' on the VP path equals half the
+    VP SDE's squared diffusion beta_s(1 - t) / 2 (the score-based-diffusion SDE)."""
+    import math
+
+    from probgen.interpolants import Interpolant
+    from probgen.interpolants.generate import EPS_FORMS, diffusion_schedule
+
+    t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    n = 0.7
+    torch.testing.assert_close(diffusion_schedule("constant", n)(t), torch.full_like(t, n))
+    torch.testing.assert_close(diffusion_schedule("linear", n)(t), n * (1 - t))
+    torch.testing.assert_close(diffusion_schedule("vanishing", n)(t), n * (1 - t))
+    torch.testing.assert_close(diffusion_schedule("decreasing", n)(t), 0.25 * (n * torch.cos(math.pi * t) + 1) ** 2)
+    torch.testing.assert_close(diffusion_schedule("increasing_decreasing", n)(t), n * torch.sin(math.pi * t) ** 2)
+    vp = Interpolant("vp", "zero")
+    torch.testing.assert_close(diffusion_schedule("sbdm", 1.0, vp)(t), 0.5 * (0.1 + (20.0 - 0.1) * (1 - t)))
+    lin = Interpolant("one_sided_linear", "zero")
+    torch.testing.assert_close(diffusion_schedule("sigma", n, lin)(t), n * (1 - t))
+    # one-sided linear: alpha^2 beta'/beta - alpha alpha' = (1 - t)^2 / t + (1 - t) = (1 - t) / t
+    torch.testing.assert_close(diffusion_schedule("sbdm", 1.0, lin)(t), (1 - t) / t)
+    two = Interpolant("linear", "brownian")
+    torch.testing.assert_close(diffusion_schedule("sigma", n, two)(t), n * torch.sqrt(t * (1 - t)))
+    assert set(EPS_FORMS) >= {"constant", "sigma", "sbdm", "linear", "decreasing", "increasing_decreasing"}
+    with pytest.raises(ValueError, match="diffusion form"):
+        diffusion_schedule("cosine", 1.0)
+    with pytest.raises(ValueError, match="norm"):
+        diffusion_schedule("constant", -1.0)
+    with pytest.raises(ValueError, match="needs the interpolant"):
+        diffusion_schedule("sigma", 1.0)
+    with pytest.raises(ValueError, match="one-sided"):
+        diffusion_schedule("sbdm", 1.0, two)
