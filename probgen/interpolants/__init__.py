@@ -19,7 +19,7 @@ from probgen.interpolants.couplings import (
 from probgen.interpolants.gaussian import GaussianMixtureFields, standard_normal
 from probgen.interpolants.generate import generate
 from probgen.interpolants.guidance import guide, guided_fields
-from probgen.interpolants.likelihood import bits_per_dim, divergence, log_likelihood
+from probgen.interpolants.likelihood import bits_per_dim, dequantized_log_likelihood, divergence, log_likelihood
 from probgen.interpolants.module import StochasticInterpolant
 from probgen.interpolants.networks import ConditionEmbedding, TimeMLP, UNet
 from probgen.interpolants.objectives import (
@@ -111,6 +111,7 @@ __all__ = [
     "VelocityScoreObjective",
     "ZeroGamma",
     "bits_per_dim",
+    "dequantized_log_likelihood",
     "denoiser_from_score",
     "divergence",
     "forward_bridge",
