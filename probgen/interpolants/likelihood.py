@@ -332,7 +332,7 @@ def dequantized_log_likelihood(
 
     a lower bound in expectation that tightens as $K$ grows and is consistent as $K \\to \\infty$
     (the importance-weighted bound of Burda et al. 2016 applied to dequantisation, as in Ho et al.
-    2019, Flow++, Sec. 3.1). $K = 1$ with the uniform $q$ is plain uniform dequantisation. A
+    2019, Flow++). $K = 1$ with the uniform $q$ is plain uniform dequantisation. A
     variational $q$ (any ``proposal``) only changes the variance and the gap of the bound.
 
     Args:
