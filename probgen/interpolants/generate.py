@@ -23,11 +23,12 @@ from torch import Tensor
 
 from probgen.sde import odeint, sdeint
 
-__all__ = ["generate", "time_grid", "ODE_SOLVERS", "SDE_SOLVERS", "TIME_GRIDS"]
+__all__ = ["generate", "time_grid", "diffusion_schedule", "ODE_SOLVERS", "SDE_SOLVERS", "TIME_GRIDS", "EPS_FORMS"]  # noqa: RUF022
 
 ODE_SOLVERS = ("euler", "heun", "rk4", "dopri5", "edm")
 TIME_GRIDS = ("uniform", "edm")
 SDE_SOLVERS = ("euler", "heun")
+EPS_FORMS = ("constant", "vanishing", "linear", "sigma", "sbdm", "decreasing", "increasing_decreasing")
 Field = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -109,6 +110,103 @@ def time_grid(kind, t0: float, t1: float, steps: int, rho: float = 7.0) -> list[
     return grid
 
 
+def diffusion_schedule(form: str, norm: float = 1.0, interpolant=None) -> Callable[[Tensor], Tensor]:
+    """A diffusion coefficient $\\epsilon(t)$ of the generative SDE, from SiT's families (Ma et al.
+    2024, their "diffusion forms"), written in this module's time (data at $t = 1$) and in terms of
+    $\\epsilon$ (the SDE is $dX = [b + \\epsilon s] dt + \\sqrt{2\\epsilon} dW$). With $n$ = ``norm``:
+
+    - ``"constant"``: $n$.
+    - ``"vanishing"`` / ``"linear"``: $n(1 - t)$ (no noise at the data end).
+    - ``"sigma"``: $n\\sigma(t)$, the coefficient of the Gaussian noise in $x_t$: $\\alpha(t)$ for a
+      one-sided path, $\\gamma(t)$ otherwise (needs ``interpolant``).
+    - ``"sbdm"``: $n(\\alpha^2\\dot\\beta/\\beta - \\alpha\\dot\\alpha)$ for a one-sided path (needs
+      ``interpolant``). On the VP path this is $\\tfrac12\\beta_s(1 - t)$, half the squared diffusion of
+      the VP SDE of score-based diffusion, so $\\sqrt{2\\epsilon}$ is its $g$; it is infinite where
+      $\\beta = 0$ (keep $t_0 > 0$ on the linear path).
+    - ``"decreasing"``: $\\tfrac14(n\\cos(\\pi t) + 1)^2$.
+    - ``"increasing_decreasing"``: $n\\sin^2(\\pi t)$.
+
+    Args:
+        form: one of ``EPS_FORMS``.
+        norm: $n \\geq 0$.
+        interpolant: the :class:`~probgen.interpolants.Interpolant`, for ``"sigma"`` and ``"sbdm"``.
+
+    Returns:
+        ``eps(t)`` for a tensor ``t`` (elementwise), in ``t``'s dtype.
+
+    Raises:
+        ValueError: unknown ``form``, negative or non-finite ``norm``, a missing ``interpolant``, or
+            ``"sbdm"`` with a path that is not one-sided.
+    """
+    if form not in EPS_FORMS:
+        raise ValueError(f"diffusion form must be one of {EPS_FORMS}, got {form!r}")
+    if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm < 0:
+        raise ValueError(f"norm must be a finite number >= 0, got {norm!r}")
+    n = float(norm)
+    if form in ("sigma", "sbdm") and interpolant is None:
+        raise ValueError(f"diffusion form {form!r} needs the interpolant (interpolant=...)")
+    if form == "constant":
+        return lambda t: torch.full_like(t, n)
+    if form in ("vanishing", "linear"):
+        return lambda t: n * (1.0 - t)
+    if form == "decreasing":
+        return lambda t: 0.25 * (n * torch.cos(math.pi * t) + 1.0) ** 2
+    if form == "increasing_decreasing":
+        return lambda t: n * torch.sin(math.pi * t) ** 2
+    I = interpolant
+    if form == "sigma":
+        return (lambda t: n * I.alpha(t)) if I.kind == "one_sided" else (lambda t: n * I.gamma(t))
+    if I.kind != "one_sided":
+        raise ValueError(f"diffusion form 'sbdm' is defined for one-sided paths (x_t = alpha z + beta x1), got kind {I.kind!r}")
+    return lambda t: n * (I.alpha(t) ** 2 * I.dbeta(t) / I.beta(t) - I.alpha(t) * I.dalpha(t))
+
+
+def _noise_ratio(interpolant, t: float) -> float:
+    """EDM's noise level $\\sigma(t) = \\alpha(t) / \\beta(t)$ of a one-sided path (inf where $\\beta = 0$)."""
+    tt = torch.tensor(t, dtype=torch.float64)
+    a, b = float(interpolant.alpha(tt)), float(interpolant.beta(tt))
+    return math.inf if b <= 0 else a / b
+
+
+def churn_back_times(interpolant, times: list[float], churn: float) -> list[float]:
+    """EDM's raised noise levels $\\hat\\sigma_i = (1 + \\gamma)\\sigma(t_i)$, $\\gamma = \\min(S_{churn}/N, \\sqrt2 - 1)$
+    (Karras et al. 2022, Algorithm 2, with $S_{tmin} = 0$, $S_{tmax} = \\infty$), as times $\\hat t_i \\le t_i$
+    on the one-sided path ($\\sigma = \\alpha / \\beta$ decreases in $t$; bisection), never before ``times[0]``.
+    Steps where $\\sigma(t_i)$ is infinite (the pure-noise start) are not churned."""
+    n = len(times) - 1
+    g = min(churn / n, math.sqrt(2.0) - 1.0)
+    out = []
+    for t in times[:-1]:
+        sig = _noise_ratio(interpolant, t)
+        if g == 0 or not math.isfinite(sig) or _noise_ratio(interpolant, times[0]) <= sig * (1 + g):
+            out.append(t if g == 0 or not math.isfinite(sig) else times[0])
+            continue
+        lo, hi, target = times[0], t, sig * (1 + g)  # sigma(lo) > target >= sigma(hi)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if _noise_ratio(interpolant, mid) > target:
+                lo = mid
+            else:
+                hi = mid
+        out.append(hi)
+    return out
+
+
+def _one_sided_renoise(interpolant):
+    """$x_{\\hat t} = (\\hat\\beta / \\beta) x_t + \\sqrt{\\hat\\alpha^2 - (\\hat\\beta\\alpha/\\beta)^2}\\,\\xi$: exact in law for
+    $x_t = \\alpha z + \\beta x_1$ (a Gaussian move of $z$'s share), whatever $\\rho_1$ is."""
+
+    def renoise(y: Tensor, t: float, t_hat: float, generator) -> Tensor:
+        c = torch.tensor([t, t_hat], dtype=torch.float64)
+        a, b = interpolant.alpha(c).tolist(), interpolant.beta(c).tolist()
+        scale = b[1] / b[0]
+        var = max(a[1] ** 2 - (scale * a[0]) ** 2, 0.0)
+        noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+        return scale * y + math.sqrt(var) * noise
+
+    return renoise
+
+
 class _Flat:
     """Calls a field on the event shape while a solver sees ``(batch, d)`` and a 0-dim ``t``."""
 
@@ -165,6 +263,8 @@ def generate(
     grid: str | list[float] | Tensor = "uniform",
     rho: float = 7.0,
     denoise_last: bool = False,
+    churn: float = 0.0,
+    interpolant=None,
 ) -> Tensor | tuple[Tensor, int]:
     """Push samples through the probability-flow ODE or the forward / backward SDE.
 
@@ -195,6 +295,12 @@ def generate(
         denoise_last: SDE only: take the last step without noise (the mean of the
             Euler-Maruyama step, as SiT's last-step "Mean"), so the output carries no noise of
             size $\\sqrt{2\\epsilon h}$ from the final step.
+        churn: ``solver="edm"`` only: EDM's stochastic sampler (Karras et al. 2022, Algorithm 2)
+            with $S_{churn}$ = ``churn`` ($S_{noise} = 1$): before each Heun step the state is moved
+            back to the noise level $(1 + \\gamma)\\sigma$, $\\gamma = \\min(S_{churn}/N, \\sqrt2 - 1)$,
+            $\\sigma = \\alpha/\\beta$, by an exact Gaussian draw (:func:`probgen.samplers.churn_sampler`).
+            Needs the one-sided ``interpolant`` and ``direction="forward"``. 0: the deterministic sampler.
+        interpolant: the :class:`~probgen.interpolants.Interpolant` of the fields (for ``churn``).
 
     Returns:
         The samples at the end time ``(batch, *event)``, or ``(samples, nfe)``.
@@ -226,6 +332,19 @@ def generate(
             raise ValueError(f"ODE solver must be one of {ODE_SOLVERS}, got {solver!r}")
         func = _Flat(velocity, shape, lambda t: t)
         ts = times if direction == "forward" else times[::-1]
+        if isinstance(churn, bool) or not isinstance(churn, (int, float)) or not math.isfinite(churn) or churn < 0:
+            raise ValueError(f"churn must be a finite number >= 0, got {churn!r}")
+        if churn > 0:
+            if solver != "edm" or direction != "forward":
+                raise ValueError(f"churn > 0 is EDM's stochastic sampler: use solver='edm', direction='forward', got solver={solver!r}, direction={direction!r}")
+            if interpolant is None or getattr(interpolant, "kind", None) != "one_sided":
+                raise ValueError("churn > 0 re-noises along a one-sided path x_t = alpha z + beta x1: pass its interpolant=...")
+            from probgen.samplers.churn import churn_sampler
+
+            back = churn_back_times(interpolant, times, float(churn))
+            y, nfe = churn_sampler(func, y0, times, back, _one_sided_renoise(interpolant), method="heun", generator=generator)
+            out = y.reshape(x0.shape)
+            return (out, int(nfe)) if return_nfe else out
         if solver == "dopri5":
             ys, nfe = odeint(func, y0, [ts[0], ts[-1]], method="dopri5", rtol=rtol, atol=atol, return_nfe=True, y0_name="x0")
         else:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from probgen.base import ProbgenModule
 from probgen.interpolants.couplings import IndependentCoupling, make_coupling
-from probgen.interpolants.generate import ODE_SOLVERS, generate
+from probgen.interpolants.generate import EPS_FORMS, ODE_SOLVERS, diffusion_schedule, generate
 from probgen.interpolants.likelihood import LIKELIHOOD_SOLVERS, bits_per_dim, log_likelihood
 from probgen.interpolants.guidance import guided_fields
 from probgen.interpolants.networks import ACTIVATIONS, TimeMLP, UNet
@@ -121,7 +121,9 @@ class StochasticInterpolant(ProbgenModule):
             (see :func:`~probgen.interpolants.generate`).
         sample_eps_schedule: ``"constant"`` ($\\epsilon(t) = \\epsilon_0$) or ``"vanishing"``
             ($\\epsilon(t) = \\epsilon_0 (1 - t)$, which tames $\\epsilon s$ where the score is
-            singular at the data end, e.g. a score from the velocity of a one-sided path).
+            singular at the data end, e.g. a score from the velocity of a one-sided path), or
+            any SiT-style form of :func:`~probgen.interpolants.generate.diffusion_schedule`
+            (``sample_eps`` is its ``norm``).
         nll_solver, nll_steps, nll_divergence, nll_num_probes: how validation/test compute
             $-\\log\\rho_1$ (see :func:`~probgen.interpolants.log_likelihood`).
         val_nll_samples: validation NLL on the first this many points of the first val batch
@@ -274,7 +276,7 @@ class StochasticInterpolant(ProbgenModule):
         for name, value, allowed in (
             ("lr_schedule", lr_schedule, ("cosine", "constant")),
             ("sample_method", sample_method, ("ode", "sde")),
-            ("sample_eps_schedule", sample_eps_schedule, ("constant", "vanishing")),
+            ("sample_eps_schedule", sample_eps_schedule, EPS_FORMS),
             ("nll_divergence", nll_divergence, ("exact", "hutchinson")),
         ):
             if value not in allowed:
@@ -535,8 +537,8 @@ class StochasticInterpolant(ProbgenModule):
         eps = float(overrides.get("eps", hp.sample_eps))
         schedule = overrides.get("eps_schedule", hp.sample_eps_schedule)
         guidance = overrides.get("guidance", hp.guidance)
-        if schedule not in ("constant", "vanishing"):
-            raise ValueError(f"eps_schedule must be 'constant' or 'vanishing', got {schedule!r}")
+        if schedule not in EPS_FORMS:
+            raise ValueError(f"eps_schedule must be one of {EPS_FORMS}, got {schedule!r}")
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance < math.inf:
             raise ValueError(f"guidance must be a finite number >= 0, got {guidance!r}")
         dtype = next(self.net.parameters()).dtype
@@ -555,7 +557,7 @@ class StochasticInterpolant(ProbgenModule):
             steps=overrides.get("steps", hp.sample_steps),
             method=method,
             score=score,
-            eps=(lambda t: eps * (1.0 - t)) if schedule == "vanishing" and eps else eps,
+            eps=diffusion_schedule(schedule, eps, self.interpolant) if schedule != "constant" and eps else eps,
             solver=overrides.get("solver", hp.sample_solver if method == "ode" else "euler"),
             t_span=t_span,
             generator=generator,

@@ -10,10 +10,12 @@
 * :func:`cyclical_schedule`, :func:`polynomial_schedule` and their LR schedulers.
 * :func:`rhat`, :func:`ess`: convergence diagnostics.
 * :func:`ais`, :func:`reverse_ais`: annealed importance sampling, a bracket on $\\log Z$.
+* :func:`churn_sampler`: an ODE solve with EDM's stochastic "churn" move before each step.
 """
 
 from probgen.samplers.adaptive import AdaptiveSGHMC, adaptive_sghmc_init, adaptive_sghmc_step
 from probgen.samplers.ais import AISResult, ais, geometric_betas, reverse_ais, sigmoid_betas
+from probgen.samplers.churn import churn_sampler
 from probgen.samplers.diagnostics import autocorrelation, ess, rank_normalize, rhat, split_chains
 from probgen.samplers.gibbs import gamma_precision_gibbs, sample_gamma
 from probgen.samplers.langevin import LangevinResult, langevin
@@ -36,6 +38,7 @@ from probgen.samplers.sgmcmc import (
 )
 
 __all__ = [
+    "churn_sampler",
     "AdaptiveSGHMC",
     "adaptive_sghmc_init",
     "adaptive_sghmc_step",
