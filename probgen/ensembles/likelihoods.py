@@ -80,18 +80,29 @@ class GaussianLikelihood:
             return output, torch.exp(2 * log_scale).expand_as(output)
         return output, torch.full_like(output, self.scale**2)
 
-    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor], mean_first: bool = False) -> Tensor:
         r"""$\log p(y_i \mid \theta_s)$ per sample and data point: ``(S, batch)``.
 
         Args:
             output: ``(S, batch, out)``.
             y: ``(batch, D)`` targets (``(batch,)`` is read as ``D = 1``).
             params: likelihood parameters.
+            mean_first: heteroscedastic warm start. The mean is scored under the fixed variance
+                ``scale**2`` (a homoscedastic fit, so a large variance cannot excuse a poor
+                mean), and the variance head under the Gaussian likelihood of the mean's
+                detached residuals:
+                $-\frac{(y-\mu)^2}{2 s^2} - \frac12\big(\log 2\pi\sigma^2 + (y-\mathrm{sg}[\mu])^2/\sigma^2\big)$.
+                Its gradients are those of two separate Gaussian fits; it is not a log density
+                of the model, so only burn-in steps should use it. Ignored unless heteroscedastic.
         """
         mean, var = self.moments(output, params)
         y = y.reshape(y.shape[0], -1)
         if y.shape[-1] != mean.shape[-1]:
             raise ValueError(f"y has {y.shape[-1]} target dims but the network predicts {mean.shape[-1]}")
+        if mean_first and self.noise == "heteroscedastic":
+            fit = -0.5 * (y - mean).square() / self.scale**2
+            head = -0.5 * (math.log(2 * math.pi) + var.log() + (y - mean.detach()).square() / var)
+            return (fit + head).sum(-1)
         return (-0.5 * (math.log(2 * math.pi) + var.log() + (y - mean).square() / var)).sum(-1)
 
     def prior_log_prob(self, params: dict[str, Tensor]) -> Tensor | float:
@@ -117,7 +128,7 @@ class CategoricalLikelihood:
         """``(S, batch, C)`` class probabilities of each sample."""
         return output.softmax(-1)
 
-    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor], mean_first: bool = False) -> Tensor:
         """``(S, batch)`` log-probability of the labels ``y (batch,)`` under each sample."""
         if y.dtype.is_floating_point:
             raise TypeError(f"categorical labels must be integers, got dtype {y.dtype}")
