@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from probgen.ensembles.chains import ChainForward, init_chains
-from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood
-from probgen.ensembles.predictive import categorical_mixture, gaussian_mixture
+from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood, StudentTLikelihood
+from probgen.ensembles.predictive import categorical_mixture, gaussian_mixture, student_t_mixture
 from probgen.ensembles.priors import GaussianPrior
 from probgen.ensembles.sampler import EnsembleSampler
 from probgen.ensembles.store import SampleStore
@@ -308,6 +308,17 @@ class BayesianEnsemble(nn.Module):
         return self.likelihood.moments(out, lik)
 
     @torch.no_grad()
+    def predictive_log_prob(self, x: Tensor, y: Tensor, source: str = "store", chunk_size: int | None = 512) -> Tensor:
+        r"""Log density of the mixture predictive, $\log\frac1S\sum_s p(y_i\mid x_i,\theta_s)$, ``(batch,)``.
+
+        Uses the likelihood's own per-sample ``log_prob``, so it holds for any observation model
+        (Gaussian, Student-t, categorical), not only for Gaussian mixtures.
+        """
+        out, lik = self.predict_outputs(x, source, chunk_size)
+        log_p = self.likelihood.log_prob(out, y, lik)
+        return torch.logsumexp(log_p, 0) - math.log(log_p.shape[0])
+
+    @torch.no_grad()
     def predictive(self, x: Tensor, source: str = "store", chunk_size: int | None = 512):
         """The Bayesian mixture predictive at ``x (batch, ...)``.
 
@@ -316,6 +327,9 @@ class BayesianEnsemble(nn.Module):
             ``mean``, ``variance``, ``log_prob``. Classification: ``Categorical`` with the
             sample-averaged probabilities.
         """
+        if isinstance(self.likelihood, StudentTLikelihood):
+            out, lik = self.predict_outputs(x, source, chunk_size)
+            return student_t_mixture(*self.likelihood.scales(out, lik), self.likelihood.df)
         pred = self.per_sample_predictions(x, source, chunk_size)
         if isinstance(self.likelihood, CategoricalLikelihood):
             return categorical_mixture(pred)

@@ -113,6 +113,51 @@ class GaussianLikelihood:
         return self.a * tau.log() - self.b * tau + math.log(2.0) + self.a * math.log(self.b) - math.lgamma(self.a)
 
 
+class StudentTLikelihood(GaussianLikelihood):
+    r"""Student-t regression $y \sim \mathrm{St}_\nu(\mu_\theta(x), \sigma^2)$ for outlier-heavy data.
+
+    The scale $\sigma$ follows the same ``noise`` modes as :class:`GaussianLikelihood`
+    (fixed, learnt with a Gamma prior on $\sigma^{-2}$, or heteroscedastic); the degrees of
+    freedom $\nu$ are fixed. Per point
+    $\log p = \log\Gamma(\frac{\nu+1}2) - \log\Gamma(\frac\nu2) - \frac12\log(\nu\pi\sigma^2)
+    - \frac{\nu+1}2\log(1 + \frac{(y-\mu)^2}{\nu\sigma^2})$.
+    The predictive is the mixture of these per-sample densities (not a Gaussian mixture).
+
+    Args:
+        df: $\nu > 0$.
+        noise, scale, precision_concentration, precision_rate, min_scale: as for
+            :class:`GaussianLikelihood` ($\sigma$ is the t scale, not its std).
+    """
+
+    def __init__(self, df: float = 4.0, noise: str = "learnt", scale: float = 1.0,
+                 precision_concentration: float = 1.0, precision_rate: float = 0.1, min_scale: float = 1e-3) -> None:
+        if isinstance(df, bool) or not isinstance(df, (int, float)) or not df > 0 or not math.isfinite(df):
+            raise ValueError(f"df must be a finite number > 0, got {df!r}")
+        super().__init__(noise, scale, precision_concentration, precision_rate, min_scale)
+        self.df = float(df)
+
+    def scales(self, output: Tensor, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Location and squared scale $(\mu, \sigma^2)$, each ``(S, batch, D)``."""
+        return super().moments(output, params)
+
+    def moments(self, output: Tensor, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Mean $\mu$ and variance $\sigma^2\nu/(\nu-2)$ (inf for $\nu \le 2$; the mean needs $\nu > 1$)."""
+        loc, scale2 = self.scales(output, params)
+        factor = self.df / (self.df - 2) if self.df > 2 else math.inf
+        return loc, scale2 * factor
+
+    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor], mean_first: bool = False) -> Tensor:
+        """``(S, batch)`` Student-t log density (``mean_first`` is for the Gaussian only and is ignored)."""
+        loc, scale2 = self.scales(output, params)
+        y = y.reshape(y.shape[0], -1)
+        if y.shape[-1] != loc.shape[-1]:
+            raise ValueError(f"y has {y.shape[-1]} target dims but the network predicts {loc.shape[-1]}")
+        nu = self.df
+        const = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
+        z2 = (y - loc).square() / scale2
+        return (const - 0.5 * scale2.log() - 0.5 * (nu + 1) * torch.log1p(z2 / nu)).sum(-1)
+
+
 class CategoricalLikelihood:
     """Classification $y \\sim \\mathrm{Categorical}(\\mathrm{softmax}(f_\\theta(x)))$."""
 

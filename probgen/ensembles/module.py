@@ -18,10 +18,9 @@ from probgen.base import ProbgenModule
 from probgen.ensembles.chains import mlp
 from probgen.ensembles.diagnostics import chain_diagnostics
 from probgen.ensembles.ensemble import SCHEDULES, BayesianEnsemble, SamplingSchedule, run_length, steps_of
-from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood
+from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood, StudentTLikelihood
 from probgen.ensembles.predictive import (
     mixture_moments,
-    mixture_nll,
     mutual_information,
     predictive_entropy,
 )
@@ -30,7 +29,7 @@ from probgen.ensembles.sampler import SAMPLERS
 from probgen.ensembles.store import STORE_POLICIES
 from probgen.validation import check_choice, check_int, check_real
 
-LIKELIHOODS = ("gaussian", "categorical")
+LIKELIHOODS = ("gaussian", "student_t", "categorical")
 
 
 class SGLDEnsemble(ProbgenModule):
@@ -49,11 +48,13 @@ class SGLDEnsemble(ProbgenModule):
             from the checkpoint's hyperparameters when loading). ``output_dim`` is the
             target dimension (regression) or the number of classes; heteroscedastic noise
             doubles the network's outputs.
-        likelihood: ``"gaussian"`` or ``"categorical"``.
+        likelihood: ``"gaussian"``, ``"student_t"`` (degrees of freedom ``noise_df``; its scale
+            follows ``noise``) or ``"categorical"``.
         noise: Gaussian noise model: ``"fixed"``, ``"learnt"`` (sampled, Gamma prior on the
             precision) or ``"heteroscedastic"``.
         noise_scale: the fixed (or initial learnt) noise std, in target units; for
             heteroscedastic noise, the std the mean is fitted under during ``warm_start``.
+        noise_df: degrees of freedom of the Student-t likelihood, > 0.
         precision_concentration, precision_rate: Gamma prior on the noise precision.
         prior: ``"gaussian"``, ``"laplace"`` or ``"student_t"`` i.i.d. on every weight.
         prior_scale: its scale; ``prior_df``: the Student-t degrees of freedom.
@@ -102,6 +103,7 @@ class SGLDEnsemble(ProbgenModule):
         likelihood: str = "gaussian",
         noise: str = "learnt",
         noise_scale: float = 1.0,
+        noise_df: float = 4.0,
         precision_concentration: float = 1.0,
         precision_rate: float = 0.1,
         prior: str = "gaussian",
@@ -138,6 +140,7 @@ class SGLDEnsemble(ProbgenModule):
         super().__init__()
         check_choice("likelihood", likelihood, LIKELIHOODS)
         check_real("noise_scale", noise_scale, gt=0)
+        check_real("noise_df", noise_df, gt=0)
         check_real("prior_scale", prior_scale, gt=0)
         check_real("prior_df", prior_df, gt=0)
         check_int("num_chains", num_chains, ge=1)
@@ -184,6 +187,8 @@ class SGLDEnsemble(ProbgenModule):
         hp = self.hparams
         if hp.likelihood == "gaussian":
             lik = GaussianLikelihood(hp.noise, hp.noise_scale, hp.precision_concentration, hp.precision_rate)
+        elif hp.likelihood == "student_t":
+            lik = StudentTLikelihood(hp.noise_df, hp.noise, hp.noise_scale, hp.precision_concentration, hp.precision_rate)
         else:
             lik = CategoricalLikelihood()
         if network is None:
@@ -277,15 +282,17 @@ class SGLDEnsemble(ProbgenModule):
 
     def _eval_step(self, batch) -> None:
         x, y = batch[0], batch[1]
-        pred = self.ensemble.per_sample_predictions(x, "store", self.hparams.predict_chunk)
         buf = self._eval
         if self.is_regression:
-            means, variances = pred
+            # the mixture of the likelihood's own per-sample densities (Gaussian or Student-t)
+            out, lik = self.ensemble.predict_outputs(x, "store", self.hparams.predict_chunk)
             y = y.reshape(len(y), -1)
-            mean, _ = mixture_moments(means, variances)
-            buf.setdefault("nll", []).append(mixture_nll(means, variances, y))
+            mean = self.ensemble.likelihood.moments(out, lik)[0].mean(0)
+            log_p = self.ensemble.likelihood.log_prob(out, y, lik)
+            buf.setdefault("nll", []).append(-(torch.logsumexp(log_p, 0) - math.log(log_p.shape[0])))
             buf.setdefault("se", []).append((mean - y).square().sum(-1))
         else:
+            pred = self.ensemble.per_sample_predictions(x, "store", self.hparams.predict_chunk)
             probs = pred.mean(0)
             buf.setdefault("probs", []).append(probs)
             buf.setdefault("labels", []).append(y)
