@@ -8,8 +8,8 @@ are configurations of the same objects.
 
 from probgen.ensembles.chains import ChainForward, init_chains, mlp
 from probgen.ensembles.diagnostics import chain_diagnostics
-from probgen.ensembles.ensemble import BayesianEnsemble, SamplingSchedule
-from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood
+from probgen.ensembles.ensemble import BayesianEnsemble, SamplingSchedule, run_length, steps_of
+from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood, StudentTLikelihood
 from probgen.ensembles.module import SGLDEnsemble
 from probgen.ensembles.predictive import (
     categorical_mixture,
@@ -34,6 +34,9 @@ __all__ = [
     "SGLDEnsemble",
     "SampleStore",
     "SamplingSchedule",
+    "StudentTLikelihood",
+    "run_length",
+    "steps_of",
     "categorical_mixture",
     "chain_diagnostics",
     "gaussian_mixture",

@@ -18,6 +18,7 @@ independent MAP run) and a store keeping the last iterate; a single SGLD chain i
 
 from __future__ import annotations
 
+import math
 import warnings
 
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from probgen.ensembles.chains import ChainForward, init_chains
-from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood
-from probgen.ensembles.predictive import categorical_mixture, gaussian_mixture
+from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood, StudentTLikelihood
+from probgen.ensembles.predictive import categorical_mixture, gaussian_mixture, student_t_mixture
 from probgen.ensembles.priors import GaussianPrior
 from probgen.ensembles.sampler import EnsembleSampler
 from probgen.ensembles.store import SampleStore
@@ -35,6 +36,46 @@ from probgen.samplers.schedules import cyclical_phase, cyclical_schedule, polyno
 
 SCHEDULES = ("constant", "polynomial", "cyclical")
 LIKELIHOOD_PREFIX = "likelihood."
+
+
+def run_length(num_data: int, batch_size: int, num_epochs: float, min_steps: int = 0) -> int:
+    """Sampler updates of a run: ``num_epochs`` passes over the data, at least ``min_steps``.
+
+    Small data sets need many more epochs than large ones to mix (an epoch of 300 points is
+    10 updates), so the run is ``max(min_steps, ceil(num_epochs * ceil(N / B)))`` updates.
+
+    Args:
+        num_data: $N$ > 0 training points.
+        batch_size: $B$ > 0.
+        num_epochs: passes over the data, >= 0.
+        min_steps: floor in updates, >= 0.
+    """
+    for name, v in (("num_data", num_data), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not num_epochs >= 0:
+        raise ValueError(f"num_epochs must be >= 0, got {num_epochs!r}")
+    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
+        raise ValueError(f"min_steps must be an integer >= 0, got {min_steps!r}")
+    per_epoch = math.ceil(num_data / batch_size)
+    return max(min_steps, math.ceil(num_epochs * per_epoch), 1)
+
+
+def steps_of(name: str, value: int | float, total_steps: int) -> int:
+    """A step count given as an integer, or as a fraction in ``[0, 1)`` of ``total_steps`` (float).
+
+    Raises:
+        TypeError: neither an int nor a float. ValueError: a negative int or a float outside [0, 1).
+    """
+    allowed = "an integer number of steps >= 0 or a float fraction of the run in [0, 1)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        err: Exception = TypeError(f"{name} must be {allowed}, got {value!r}")
+    elif (isinstance(value, float) and not 0.0 <= value < 1.0) or (isinstance(value, int) and value < 0):
+        err = ValueError(f"{name} must be {allowed}, got {value!r}")
+    else:
+        return int(round(value * total_steps)) if isinstance(value, float) else int(value)
+    err.argument = name  # the CLI turns this into the flag's name
+    raise err
 
 
 @dataclass
@@ -54,6 +95,8 @@ class SamplingSchedule:
         num_cycles: $M$ of the cyclical schedule.
         exploration_fraction: $\beta$ of the cyclical schedule.
         poly_b, poly_gamma: $b > 0$ and $\gamma \ge 0$ of the polynomial schedule.
+        warm_start: steps at the start of the run in which a heteroscedastic likelihood fits
+            the mean first (see :meth:`GaussianLikelihood.log_prob`); at most ``burn_in``.
     """
 
     lr: float = 1e-4
@@ -65,6 +108,7 @@ class SamplingSchedule:
     exploration_fraction: float = 0.5
     poly_b: float = 100.0
     poly_gamma: float = 0.55
+    warm_start: int = 0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -75,8 +119,15 @@ class SamplingSchedule:
             raise ValueError(f"burn_in must be >= 0, got {self.burn_in}")
         if self.thin < 1:
             raise ValueError(f"thin must be >= 1, got {self.thin}")
+        if not 0 <= self.warm_start <= self.burn_in:
+            raise ValueError(f"warm_start must be in [0, burn_in={self.burn_in}] (no kept sample may see "
+                             f"the warm-start likelihood), got {self.warm_start}")
         if self.schedule == "cyclical":
             cyclical_phase(0, self.total_steps, self.num_cycles, self.exploration_fraction)  # validates
+
+    def mean_first(self, step: int) -> bool:
+        """Whether 0-based ``step`` is in the heteroscedastic mean-first warm start."""
+        return step < self.warm_start
 
     def at(self, step: int) -> tuple[float, bool, bool]:
         """``(lr, noise_on, collect)`` for 0-based ``step``."""
@@ -165,19 +216,20 @@ class BayesianEnsemble(nn.Module):
         lik = {k[len(LIKELIHOOD_PREFIX):]: v for k, v in theta.items() if k.startswith(LIKELIHOOD_PREFIX)}
         return net, lik
 
-    def chain_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def chain_losses(self, x: Tensor, y: Tensor, mean_first: bool = False) -> tuple[Tensor, Tensor]:
         """Each chain's minibatch loss $\\ell_k$ and its network outputs.
 
         Args:
             x: ``(batch, ...)`` inputs.
             y: ``(batch, D)`` targets or ``(batch,)`` labels.
+            mean_first: score with the likelihood's warm-start objective (heteroscedastic only).
 
         Returns:
             ``losses (K,)`` and ``outputs (K, batch, out)``.
         """
         net, lik = self.split(self.params())
         out = self.forward_chains(net, x)
-        log_lik = self.likelihood.log_prob(out, y, lik).mean(1)
+        log_lik = self.likelihood.log_prob(out, y, lik, mean_first=mean_first).mean(1)
         log_prior = self.prior.log_prob(net) + self.likelihood.prior_log_prob(lik)
         return -log_lik - log_prior / self.num_data, out
 
@@ -207,7 +259,7 @@ class BayesianEnsemble(nn.Module):
         temperature = sampler.param_groups[0]["temperature"] if noise_on else 0.0
         for p in self.chains:
             p.grad = None
-        losses, _ = self.chain_losses(x, y)
+        losses, _ = self.chain_losses(x, y, mean_first=schedule.mean_first(step))
         (backward or Tensor.backward)(losses.sum())
         sampler.step(lr=lr, temperature=temperature)
         if collect:
@@ -256,6 +308,17 @@ class BayesianEnsemble(nn.Module):
         return self.likelihood.moments(out, lik)
 
     @torch.no_grad()
+    def predictive_log_prob(self, x: Tensor, y: Tensor, source: str = "store", chunk_size: int | None = 512) -> Tensor:
+        r"""Log density of the mixture predictive, $\log\frac1S\sum_s p(y_i\mid x_i,\theta_s)$, ``(batch,)``.
+
+        Uses the likelihood's own per-sample ``log_prob``, so it holds for any observation model
+        (Gaussian, Student-t, categorical), not only for Gaussian mixtures.
+        """
+        out, lik = self.predict_outputs(x, source, chunk_size)
+        log_p = self.likelihood.log_prob(out, y, lik)
+        return torch.logsumexp(log_p, 0) - math.log(log_p.shape[0])
+
+    @torch.no_grad()
     def predictive(self, x: Tensor, source: str = "store", chunk_size: int | None = 512):
         """The Bayesian mixture predictive at ``x (batch, ...)``.
 
@@ -264,6 +327,9 @@ class BayesianEnsemble(nn.Module):
             ``mean``, ``variance``, ``log_prob``. Classification: ``Categorical`` with the
             sample-averaged probabilities.
         """
+        if isinstance(self.likelihood, StudentTLikelihood):
+            out, lik = self.predict_outputs(x, source, chunk_size)
+            return student_t_mixture(*self.likelihood.scales(out, lik), self.likelihood.df)
         pred = self.per_sample_predictions(x, source, chunk_size)
         if isinstance(self.likelihood, CategoricalLikelihood):
             return categorical_mixture(pred)

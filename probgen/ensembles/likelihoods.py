@@ -80,18 +80,29 @@ class GaussianLikelihood:
             return output, torch.exp(2 * log_scale).expand_as(output)
         return output, torch.full_like(output, self.scale**2)
 
-    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor], mean_first: bool = False) -> Tensor:
         r"""$\log p(y_i \mid \theta_s)$ per sample and data point: ``(S, batch)``.
 
         Args:
             output: ``(S, batch, out)``.
             y: ``(batch, D)`` targets (``(batch,)`` is read as ``D = 1``).
             params: likelihood parameters.
+            mean_first: heteroscedastic warm start. The mean is scored under the fixed variance
+                ``scale**2`` (a homoscedastic fit, so a large variance cannot excuse a poor
+                mean), and the variance head under the Gaussian likelihood of the mean's
+                detached residuals:
+                $-\frac{(y-\mu)^2}{2 s^2} - \frac12\big(\log 2\pi\sigma^2 + (y-\mathrm{sg}[\mu])^2/\sigma^2\big)$.
+                Its gradients are those of two separate Gaussian fits; it is not a log density
+                of the model, so only burn-in steps should use it. Ignored unless heteroscedastic.
         """
         mean, var = self.moments(output, params)
         y = y.reshape(y.shape[0], -1)
         if y.shape[-1] != mean.shape[-1]:
             raise ValueError(f"y has {y.shape[-1]} target dims but the network predicts {mean.shape[-1]}")
+        if mean_first and self.noise == "heteroscedastic":
+            fit = -0.5 * (y - mean).square() / self.scale**2
+            head = -0.5 * (math.log(2 * math.pi) + var.log() + (y - mean.detach()).square() / var)
+            return (fit + head).sum(-1)
         return (-0.5 * (math.log(2 * math.pi) + var.log() + (y - mean).square() / var)).sum(-1)
 
     def prior_log_prob(self, params: dict[str, Tensor]) -> Tensor | float:
@@ -100,6 +111,51 @@ class GaussianLikelihood:
             return 0.0
         tau = torch.exp(-2 * params["log_scale"])
         return self.a * tau.log() - self.b * tau + math.log(2.0) + self.a * math.log(self.b) - math.lgamma(self.a)
+
+
+class StudentTLikelihood(GaussianLikelihood):
+    r"""Student-t regression $y \sim \mathrm{St}_\nu(\mu_\theta(x), \sigma^2)$ for outlier-heavy data.
+
+    The scale $\sigma$ follows the same ``noise`` modes as :class:`GaussianLikelihood`
+    (fixed, learnt with a Gamma prior on $\sigma^{-2}$, or heteroscedastic); the degrees of
+    freedom $\nu$ are fixed. Per point
+    $\log p = \log\Gamma(\frac{\nu+1}2) - \log\Gamma(\frac\nu2) - \frac12\log(\nu\pi\sigma^2)
+    - \frac{\nu+1}2\log(1 + \frac{(y-\mu)^2}{\nu\sigma^2})$.
+    The predictive is the mixture of these per-sample densities (not a Gaussian mixture).
+
+    Args:
+        df: $\nu > 0$.
+        noise, scale, precision_concentration, precision_rate, min_scale: as for
+            :class:`GaussianLikelihood` ($\sigma$ is the t scale, not its std).
+    """
+
+    def __init__(self, df: float = 4.0, noise: str = "learnt", scale: float = 1.0,
+                 precision_concentration: float = 1.0, precision_rate: float = 0.1, min_scale: float = 1e-3) -> None:
+        if isinstance(df, bool) or not isinstance(df, (int, float)) or not df > 0 or not math.isfinite(df):
+            raise ValueError(f"df must be a finite number > 0, got {df!r}")
+        super().__init__(noise, scale, precision_concentration, precision_rate, min_scale)
+        self.df = float(df)
+
+    def scales(self, output: Tensor, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Location and squared scale $(\mu, \sigma^2)$, each ``(S, batch, D)``."""
+        return super().moments(output, params)
+
+    def moments(self, output: Tensor, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Mean $\mu$ and variance $\sigma^2\nu/(\nu-2)$ (inf for $\nu \le 2$; the mean needs $\nu > 1$)."""
+        loc, scale2 = self.scales(output, params)
+        factor = self.df / (self.df - 2) if self.df > 2 else math.inf
+        return loc, scale2 * factor
+
+    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor], mean_first: bool = False) -> Tensor:
+        """``(S, batch)`` Student-t log density (``mean_first`` is for the Gaussian only and is ignored)."""
+        loc, scale2 = self.scales(output, params)
+        y = y.reshape(y.shape[0], -1)
+        if y.shape[-1] != loc.shape[-1]:
+            raise ValueError(f"y has {y.shape[-1]} target dims but the network predicts {loc.shape[-1]}")
+        nu = self.df
+        const = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
+        z2 = (y - loc).square() / scale2
+        return (const - 0.5 * scale2.log() - 0.5 * (nu + 1) * torch.log1p(z2 / nu)).sum(-1)
 
 
 class CategoricalLikelihood:
@@ -117,7 +173,7 @@ class CategoricalLikelihood:
         """``(S, batch, C)`` class probabilities of each sample."""
         return output.softmax(-1)
 
-    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor], mean_first: bool = False) -> Tensor:
         """``(S, batch)`` log-probability of the labels ``y (batch,)`` under each sample."""
         if y.dtype.is_floating_point:
             raise TypeError(f"categorical labels must be integers, got dtype {y.dtype}")

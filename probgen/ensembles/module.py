@@ -17,11 +17,10 @@ from torch import Tensor, nn
 from probgen.base import ProbgenModule
 from probgen.ensembles.chains import mlp
 from probgen.ensembles.diagnostics import chain_diagnostics
-from probgen.ensembles.ensemble import SCHEDULES, BayesianEnsemble, SamplingSchedule
-from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood
+from probgen.ensembles.ensemble import SCHEDULES, BayesianEnsemble, SamplingSchedule, run_length, steps_of
+from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood, StudentTLikelihood
 from probgen.ensembles.predictive import (
     mixture_moments,
-    mixture_nll,
     mutual_information,
     predictive_entropy,
 )
@@ -30,7 +29,7 @@ from probgen.ensembles.sampler import SAMPLERS
 from probgen.ensembles.store import STORE_POLICIES
 from probgen.validation import check_choice, check_int, check_real
 
-LIKELIHOODS = ("gaussian", "categorical")
+LIKELIHOODS = ("gaussian", "student_t", "categorical")
 
 
 class SGLDEnsemble(ProbgenModule):
@@ -44,13 +43,18 @@ class SGLDEnsemble(ProbgenModule):
         network: any ``nn.Module`` mapping ``(batch, ...)`` inputs to ``(batch, out)``; if None,
             an MLP ``input_dim -> hidden_dims -> output_dim`` with ``activation``. (When given
             as an instance outside the CLI, pass it again to ``load_from_checkpoint``.)
-        input_dim, output_dim, hidden_dims, activation: the default MLP. ``output_dim`` is the
+        input_dim, output_dim, hidden_dims, activation: the default MLP. ``input_dim=None``
+            reads it from the datamodule's training inputs ``(n, input_dim)`` at setup (and
+            from the checkpoint's hyperparameters when loading). ``output_dim`` is the
             target dimension (regression) or the number of classes; heteroscedastic noise
             doubles the network's outputs.
-        likelihood: ``"gaussian"`` or ``"categorical"``.
+        likelihood: ``"gaussian"``, ``"student_t"`` (degrees of freedom ``noise_df``; its scale
+            follows ``noise``) or ``"categorical"``.
         noise: Gaussian noise model: ``"fixed"``, ``"learnt"`` (sampled, Gamma prior on the
             precision) or ``"heteroscedastic"``.
-        noise_scale: the fixed (or initial learnt) noise std, in target units.
+        noise_scale: the fixed (or initial learnt) noise std, in target units; for
+            heteroscedastic noise, the std the mean is fitted under during ``warm_start``.
+        noise_df: degrees of freedom of the Student-t likelihood, > 0.
         precision_concentration, precision_rate: Gamma prior on the noise precision.
         prior: ``"gaussian"``, ``"laplace"`` or ``"student_t"`` i.i.d. on every weight.
         prior_scale: its scale; ``prior_df``: the Student-t degrees of freedom.
@@ -59,11 +63,25 @@ class SGLDEnsemble(ProbgenModule):
         sampler: ``"sgld"``, ``"psgld"``, ``"sghmc"`` or ``"adaptive_sghmc"`` (scale-adapted
             SGHMC, Springenberg et al. 2016: its preconditioner adapts during ``burn_in``).
         lr: step size h at step 0 (on $U = N\\ell$, see :mod:`probgen.samplers`).
+        step_scale: if set, ``lr = step_scale / N`` (the rule in $hN$: under pSGLD's RMSprop
+            preconditioner each weight moves by about $hN$ per step, whatever $N$ is); it
+            replaces ``lr``.
         schedule: ``"constant"``, ``"polynomial"`` or ``"cyclical"``.
         temperature: T (1: the posterior; 0: no noise, the deep-ensemble limit).
-        burn_in: steps before the first kept sample.
+        burn_in: steps before the first kept sample (an int), or a fraction of the run in
+            ``[0, 1)`` (a float).
+        warm_start: heteroscedastic noise only: the first steps (an int, or a float fraction
+            of the run), at most ``burn_in``, fit the mean under the fixed std ``noise_scale``
+            and the variance head on the mean's residuals
+            (:meth:`~probgen.ensembles.likelihoods.GaussianLikelihood.log_prob`), so the
+            variance cannot grow to excuse an unfitted mean.
+        num_epochs, min_steps: if ``num_epochs`` is set, the run is
+            :func:`~probgen.ensembles.run_length` ``(N, batch_size, num_epochs, min_steps)``
+            updates: the module sets the trainer's ``max_steps`` to it when the trainer has none
+            (``max_steps: -1``, with ``max_epochs: -1``); a trainer ``max_steps`` wins.
         thin: keep every ``thin``-th step after burn-in.
-        total_steps: length of the cyclical schedule (default: ``trainer.max_steps``).
+        total_steps: length of the cyclical schedule (default: the run's length, see
+            ``num_epochs``, else ``trainer.max_steps``).
         num_cycles, exploration_fraction: cyclical schedule (cSG-MCMC, Zhang et al. 2020).
         poly_b, poly_gamma: polynomial schedule ``lr * (b / (b + t))**gamma``.
         alpha, eps: pSGLD; ``friction``: SGHMC.
@@ -78,13 +96,14 @@ class SGLDEnsemble(ProbgenModule):
     def __init__(
         self,
         network: nn.Module | None = None,
-        input_dim: int = 1,
+        input_dim: int | None = 1,
         output_dim: int = 1,
         hidden_dims: list[int] | None = None,
         activation: str = "relu",
         likelihood: str = "gaussian",
         noise: str = "learnt",
         noise_scale: float = 1.0,
+        noise_df: float = 4.0,
         precision_concentration: float = 1.0,
         precision_rate: float = 0.1,
         prior: str = "gaussian",
@@ -94,9 +113,13 @@ class SGLDEnsemble(ProbgenModule):
         num_chains: int = 8,
         sampler: str = "sgld",
         lr: float = 1e-4,
+        step_scale: float | None = None,
         schedule: str = "constant",
         temperature: float = 1.0,
-        burn_in: int = 1000,
+        burn_in: int | float = 1000,
+        warm_start: int | float = 0,
+        num_epochs: float | None = None,
+        min_steps: int = 0,
         thin: int = 10,
         total_steps: int | None = None,
         num_cycles: int = 4,
@@ -117,14 +140,23 @@ class SGLDEnsemble(ProbgenModule):
         super().__init__()
         check_choice("likelihood", likelihood, LIKELIHOODS)
         check_real("noise_scale", noise_scale, gt=0)
+        check_real("noise_df", noise_df, gt=0)
         check_real("prior_scale", prior_scale, gt=0)
         check_real("prior_df", prior_df, gt=0)
         check_int("num_chains", num_chains, ge=1)
         check_choice("sampler", sampler, SAMPLERS)
         check_real("lr", lr, gt=0)
+        check_real("step_scale", step_scale, gt=0, allow_none=True)
+        check_int("input_dim", input_dim, ge=1, allow_none=True)
+        check_real("num_epochs", num_epochs, ge=0, allow_none=True)
+        check_int("min_steps", min_steps, ge=0)
         check_choice("schedule", schedule, SCHEDULES)
         check_real("temperature", temperature, ge=0)
-        check_int("burn_in", burn_in, ge=0)
+        steps_of("burn_in", burn_in, 1)  # type and range
+        steps_of("warm_start", warm_start, 1)
+        if warm_start and noise != "heteroscedastic":
+            raise ValueError(f"warm_start={warm_start!r} needs noise='heteroscedastic' (it fits the mean before "
+                             f"the variance head), got noise={noise!r}")
         check_int("thin", thin, ge=1)
         check_int("total_steps", total_steps, ge=1, allow_none=True)
         check_int("num_cycles", num_cycles, ge=1, le=total_steps)
@@ -144,42 +176,88 @@ class SGLDEnsemble(ProbgenModule):
             del self.hparams["network"]
             self._hparams_initial.pop("network", None)
         self.automatic_optimization = False
-        if likelihood == "gaussian":
-            lik = GaussianLikelihood(noise, noise_scale, precision_concentration, precision_rate)
+        self.ensemble: BayesianEnsemble | None = None
+        if network is not None or input_dim is not None:
+            self._build(input_dim, network)
+        self.schedule: SamplingSchedule | None = None
+        self._lr = lr
+        self._eval: dict[str, list] = {}
+
+    def _build(self, input_dim: int | None, network: nn.Module | None = None) -> None:
+        hp = self.hparams
+        if hp.likelihood == "gaussian":
+            lik = GaussianLikelihood(hp.noise, hp.noise_scale, hp.precision_concentration, hp.precision_rate)
+        elif hp.likelihood == "student_t":
+            lik = StudentTLikelihood(hp.noise_df, hp.noise, hp.noise_scale, hp.precision_concentration, hp.precision_rate)
         else:
             lik = CategoricalLikelihood()
         if network is None:
-            network = mlp(input_dim, lik.output_dim(output_dim), hidden_dims if hidden_dims is not None else [50], activation)
+            hidden = hp.hidden_dims if hp.hidden_dims is not None else [50]
+            network = mlp(input_dim, lik.output_dim(hp.output_dim), hidden, hp.activation)
         self.ensemble = BayesianEnsemble(
-            network, lik, make_prior(prior, prior_scale, prior_df, prior_fan_in), num_chains,
-            num_data or 1, store_size, store_policy, vectorize, seed, init,
+            network, lik, make_prior(hp.prior, hp.prior_scale, hp.prior_df, hp.prior_fan_in), hp.num_chains,
+            hp.num_data or 1, hp.store_size, hp.store_policy, hp.vectorize, hp.seed, hp.init,
         )
-        self.schedule: SamplingSchedule | None = None
-        self._eval: dict[str, list] = {}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # a model configured with input_dim=None is built from the checkpoint's resolved value
+        if self.ensemble is None:
+            dim = checkpoint.get("hyper_parameters", {}).get("input_dim")
+            if dim is None:
+                raise ValueError("input_dim=None and the checkpoint has no input_dim hyperparameter; pass input_dim")
+            self.hparams.input_dim = int(dim)
+            self._build(int(dim))
+        super().on_load_checkpoint(checkpoint)
 
     # -- setup -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         hp = self.hparams
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if hp.num_data is None and dm is not None:
+        train = None
+        if dm is not None:
             dm.setup(stage)
-            self.ensemble.num_data = len(dm.splits["train"][0])
-        total = hp.total_steps
-        if total is None and self._trainer is not None:
-            total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
+            train = (getattr(dm, "splits", None) or {}).get("train")
+        if self.ensemble is None:
+            if train is None:
+                raise ValueError("input_dim=None needs a datamodule with a 'train' split to read it from; pass input_dim")
+            x = train[0]
+            if x.dim() != 2:
+                raise ValueError(f"input_dim=None reads (n, input_dim) training inputs, got shape {tuple(x.shape)}; "
+                                 f"pass input_dim or a network")
+            hp.input_dim = int(x.shape[1])
+            self._build(hp.input_dim)
+            self.ensemble.to(self.device)
+        if hp.num_data is None and train is not None:
+            self.ensemble.num_data = len(train[0])
+        n = self.ensemble.num_data
+        self._lr = hp.step_scale / n if hp.step_scale is not None else hp.lr
+        trainer = self.trainer if self._trainer is not None else None
+        max_steps = trainer.max_steps if trainer is not None and trainer.max_steps and trainer.max_steps > 0 else None
+        run = None
+        if hp.num_epochs is not None:
+            batch = getattr(dm, "batch_size", None) if dm is not None else None
+            if batch is None:
+                raise ValueError("num_epochs needs a datamodule with a batch_size to count updates per epoch")
+            run = run_length(n, int(batch), hp.num_epochs, hp.min_steps)
+            if trainer is not None and max_steps is None:
+                trainer.fit_loop.epoch_loop.max_steps = run  # what trainer.max_steps reads
+        total = hp.total_steps or run or max_steps
         if hp.schedule == "cyclical" and total is None:
-            raise ValueError("schedule='cyclical' needs total_steps or trainer.max_steps")
+            raise ValueError("schedule='cyclical' needs total_steps, num_epochs or trainer.max_steps")
+        if total is None and (isinstance(hp.burn_in, float) or isinstance(hp.warm_start, float)):
+            raise ValueError("burn_in / warm_start as fractions of the run need total_steps, num_epochs or trainer.max_steps")
         self.schedule = SamplingSchedule(
-            lr=hp.lr, schedule=hp.schedule, burn_in=hp.burn_in, thin=hp.thin, total_steps=total or 1,
+            lr=self._lr, schedule=hp.schedule, burn_in=steps_of("burn_in", hp.burn_in, total or 1),
+            thin=hp.thin, total_steps=total or 1,
             num_cycles=hp.num_cycles, exploration_fraction=hp.exploration_fraction,
-            poly_b=hp.poly_b, poly_gamma=hp.poly_gamma,
+            poly_b=hp.poly_b, poly_gamma=hp.poly_gamma, warm_start=steps_of("warm_start", hp.warm_start, total or 1),
         )
 
     def configure_optimizers(self):
         hp = self.hparams
         return self.ensemble.make_sampler(
-            hp.sampler, lr=hp.lr, temperature=hp.temperature, seed=hp.seed,
-            alpha=hp.alpha, eps=hp.eps, friction=hp.friction, adapt_steps=max(1, hp.burn_in),
+            hp.sampler, lr=self._lr, temperature=hp.temperature, seed=hp.seed,
+            alpha=hp.alpha, eps=hp.eps, friction=hp.friction, adapt_steps=max(1, self.schedule.burn_in),
         )
 
     # -- training --------------------------------------------------------------------------
@@ -204,15 +282,17 @@ class SGLDEnsemble(ProbgenModule):
 
     def _eval_step(self, batch) -> None:
         x, y = batch[0], batch[1]
-        pred = self.ensemble.per_sample_predictions(x, "store", self.hparams.predict_chunk)
         buf = self._eval
         if self.is_regression:
-            means, variances = pred
+            # the mixture of the likelihood's own per-sample densities (Gaussian or Student-t)
+            out, lik = self.ensemble.predict_outputs(x, "store", self.hparams.predict_chunk)
             y = y.reshape(len(y), -1)
-            mean, _ = mixture_moments(means, variances)
-            buf.setdefault("nll", []).append(mixture_nll(means, variances, y))
+            mean = self.ensemble.likelihood.moments(out, lik)[0].mean(0)
+            log_p = self.ensemble.likelihood.log_prob(out, y, lik)
+            buf.setdefault("nll", []).append(-(torch.logsumexp(log_p, 0) - math.log(log_p.shape[0])))
             buf.setdefault("se", []).append((mean - y).square().sum(-1))
         else:
+            pred = self.ensemble.per_sample_predictions(x, "store", self.hparams.predict_chunk)
             probs = pred.mean(0)
             buf.setdefault("probs", []).append(probs)
             buf.setdefault("labels", []).append(y)

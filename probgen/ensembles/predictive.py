@@ -11,7 +11,7 @@ import math
 
 import torch
 from torch import Tensor
-from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, StudentT
 
 
 def gaussian_mixture(means: Tensor, variances: Tensor) -> MixtureSameFamily:
@@ -33,6 +33,15 @@ def gaussian_mixture(means: Tensor, variances: Tensor) -> MixtureSameFamily:
     loc, scale = means.transpose(0, 1), variances.sqrt().transpose(0, 1)  # (batch, S, D)
     mix = Categorical(logits=torch.zeros(loc.shape[:2], dtype=loc.dtype, device=loc.device))
     return MixtureSameFamily(mix, Independent(Normal(loc, scale), 1))
+
+
+def student_t_mixture(locs: Tensor, scales2: Tensor, df: float) -> MixtureSameFamily:
+    """Equal-weight mixture of Student-t samples: ``locs``, ``scales2`` (squared scales) ``(S, batch, D)``."""
+    if locs.shape != scales2.shape or locs.dim() != 3:
+        raise ValueError(f"locs and scales2 must both be (S, batch, D), got {tuple(locs.shape)} and {tuple(scales2.shape)}")
+    loc, scale = locs.transpose(0, 1), scales2.sqrt().transpose(0, 1)
+    mix = Categorical(logits=torch.zeros(loc.shape[:2], dtype=loc.dtype, device=loc.device))
+    return MixtureSameFamily(mix, Independent(StudentT(torch.as_tensor(df, dtype=loc.dtype, device=loc.device), loc, scale), 1))
 
 
 def mixture_moments(means: Tensor, variances: Tensor) -> tuple[Tensor, Tensor]:
