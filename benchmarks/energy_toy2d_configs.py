@@ -1,7 +1,7 @@
 """2-D densities with the shipped configs: test NLL (grid log Z) against the entropy, per objective.
 
 For each density the model is built from ``models/energy/<density>.yaml`` (its ``init_args``,
-optionally with the objective overridden), ``q`` is fitted to 20,000 training points and the
+optionally with the objective overridden), ``q`` is fitted to the 20,000 (``--n-train``) training points and the
 model is trained by a plain loop over ``objective_step`` (the same step the CLI runs) for
 ``--iters`` iterations with the config's batch size. Every ``--eval-every`` iterations the test NLL
 on 5,000 held-out points is computed with $\\log Z$ from the config's midpoint grid; the table
@@ -75,16 +75,17 @@ def main() -> None:
                         help="objectives to compare ('config': the YAML's own)")
     parser.add_argument("--iters", type=int, default=1500)
     parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--n-train", type=int, default=20_000, help="training points (q is fitted to them too)")
     parser.add_argument("--override", type=yaml.safe_load, default={}, help="YAML/JSON dict merged into init_args")
     args = parser.parse_args()
     OVERRIDE.update(args.override)
     torch.set_num_threads(1)
-    print(f"# shipped configs{' with ' + str(args.override) if args.override else ''}, {args.iters} iterations, test NLL (nats) with the grid log Z, 5,000 test points")
+    print(f"# shipped configs{' with ' + str(args.override) if args.override else ''}, {args.n_train} training points, {args.iters} iterations, test NLL (nats) with the grid log Z, 5,000 test points")
     print("| density | objective | H(p) | q alone | test NLL | NLL - H | first eval within 0.05 of final | train CPU s | curve |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.densities:
         density = make_density(name)
-        x_train = density.sample(20_000, generator=torch.Generator().manual_seed(0)).float()
+        x_train = density.sample(args.n_train, generator=torch.Generator().manual_seed(0)).float()
         x_test = density.sample(5_000, generator=torch.Generator().manual_seed(1)).float()
         h = density.entropy()
         for objective in args.objectives:

@@ -199,6 +199,16 @@ class ProbgenCLI(LightningCLI):
             config = self.config.get(self.subcommand) if self.subcommand else self.config
             raise CLIUsageError(_constructor_error_line(err, config)) from err
 
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+        """``--ckpt_path last`` of ``test``/``validate``/``predict`` means what it means for
+        ``sample``: the newest ``checkpoints/*.ckpt`` under the trainer's root (Lightning's own
+        ``"last"`` needs a ``ModelCheckpoint(save_last=True)`` in *this* trainer and otherwise
+        warns and evaluates the untrained model)."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if subcommand in ("test", "validate", "predict") and kwargs.get("ckpt_path") == "last":
+            kwargs["ckpt_path"] = str(find_checkpoint("last", self.trainer.default_root_dir))
+        return kwargs
+
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """Add a rich progress bar unless the config turns progress bars off."""
         config = self._get(self.config_init, "trainer", default={}) or {}

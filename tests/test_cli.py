@@ -42,6 +42,18 @@ def test_fit_then_sample_writes_samples_and_plot(tmp_path):
     assert torch.allclose(samples.mean(0), cli.model.mu.detach(), atol=4 * cli.model.log_sigma.exp().max().item() / 300**0.5)
 
 
+def test_validate_with_ckpt_path_last_evaluates_the_trained_weights(tmp_path, capsys):
+    config = _toy_config(tmp_path)
+    fitted = run_cli(["fit", "--config", str(config)]).model
+    cli = run_cli(["validate", "--config", str(config), "--ckpt_path", "last"])
+    # Lightning's own "last" found no ModelCheckpoint(save_last=True) and tested the fresh model
+    for k, v in fitted.state_dict().items():
+        assert torch.equal(v, cli.model.state_dict()[k]), k
+    with pytest.raises(SystemExit):
+        run_cli(["validate", "--config", str(config), "--ckpt_path", "last", f"--trainer.default_root_dir={tmp_path / 'empty'}"])
+    assert "--ckpt_path=last: no checkpoints/*.ckpt under" in capsys.readouterr().err
+
+
 def test_checkpoint_loads_with_weights_only(tmp_path):
     config = _toy_config(tmp_path)
     cli = run_cli(["fit", "--config", str(config)])
