@@ -30,12 +30,14 @@ import torch
 import torch.utils.checkpoint
 from gpytorch.constraints import Positive
 from gpytorch.kernels import Kernel
+from linear_operator.operators import DenseLinearOperator, LinearOperator
 from torch import Tensor
 
 __all__ = [
     "ACTIVATIONS",
     "CLOSED_FORMS",
     "NNGPKernel",
+    "RecomputedKernelMatrix",
     "abrelu_expectation",
     "erf_expectation",
     "gelu_expectation",
@@ -720,15 +722,58 @@ class NNGPKernel(Kernel):
         if rows >= n:
             return nngp_covariance(x1, x2, wv, bv, **kw)
 
+        if not grad:  # write the blocks into one buffer (a cat would hold the matrix twice)
+            out = torch.empty(*batch, n, m, dtype=x1.dtype, device=x1.device)
+            for i in range(0, n, rows):
+                out[..., i : i + rows, :] = nngp_covariance(x1[..., i : i + rows, :], x2, wv, bv, **kw)
+            return out
+
         def block(i: int) -> Tensor:
-            if not grad:
-                return nngp_covariance(x1[..., i : i + rows, :], x2, wv, bv, **kw)
             # recompute the block's layer recursion in the backward: the graph keeps no n x m
             # intermediates of the elementwise layers, only the output (block recomputation)
             return torch.utils.checkpoint.checkpoint(
                 functools.partial(nngp_covariance, **kw), x1[..., i : i + rows, :], x2, wv, bv, use_reentrant=False)
 
         return torch.cat([block(i) for i in range(0, n, rows)], dim=-2)
+
+    def matrix_operator(self, x: Tensor) -> "RecomputedKernelMatrix":
+        """$K(X, X)$ as a linear operator that holds one ``n x n`` buffer and no autograd graph.
+
+        The matrix is computed once without a graph; the derivative of any scalar of it with
+        respect to the layer variances, which linear_operator's ``inv_quad_logdet`` asks for as
+        $\sum_{ij} (L R^\top)_{ij} \, \partial K_{ij}$ with ``n x t`` factors $L, R$, recomputes
+        $K$ row block by row block and contracts each block with its rows of $L R^\top$
+        (:class:`RecomputedKernelMatrix`). So the evidence and its gradient on the iterative path
+        need about one ``n x n`` buffer, not the matrix plus its ``n x n`` gradient.
+
+        Args:
+            x: ``(n, d)`` inputs (no batch; ``x`` itself gets no gradient).
+
+        Returns:
+            :class:`RecomputedKernelMatrix` of shape ``(n, n)``.
+
+        Raises:
+            ValueError: ``x`` is not 2-D or the kernel has a batch shape.
+        """
+        if x.dim() != 2 or self.batch_shape != torch.Size() or self.active_dims is not None:
+            raise ValueError(f"matrix_operator needs x of shape (n, d), an unbatched kernel and no active_dims; "
+                             f"got x {tuple(x.shape)}, batch_shape {tuple(self.batch_shape)}")
+        wv, bv = self.layer_variances()
+        wv, bv = wv.to(x.dtype), bv.to(x.dtype)
+        points = self.num_quadrature_points
+        if not self._closed_form():
+            points = layer_quadrature_points((x, x), wv, bv, self.activation, points, self.max_quadrature_points)
+        kw = dict(activation=self.activation, method=self.method, num_points=points)
+        n = x.shape[0]
+        x = x.detach()
+
+        def entries(rows, cols, weight_var: Tensor, bias_var: Tensor, diag: bool = False) -> Tensor:
+            return nngp_covariance(x[rows], x[cols], weight_var, bias_var, diag=diag, **kw)
+
+        with torch.no_grad():
+            dense = self.forward(x, x)
+        rows = self.block_size or self._auto_block_rows(n, torch.Size(), grad=True)
+        return RecomputedKernelMatrix(dense, wv, bv, entries=entries, rows=rows)
 
     def _closed_form(self) -> bool:
         return self.method == "auto" and isinstance(self.activation, str) and self.activation in CLOSED_FORMS
@@ -740,3 +785,85 @@ class NNGPKernel(Kernel):
         if grad:
             per_row *= 4 * (self.depth + 1)
         return max(1, (1 << 24) // per_row)
+
+
+class RecomputedKernelMatrix(DenseLinearOperator):
+    """A dense kernel matrix without an autograd graph whose derivative recomputes row blocks.
+
+    linear_operator differentiates ``inv_quad_logdet`` (and solves) through
+    ``_bilinear_derivative(L, R)``, the gradient of $\sum_{ij} (L R^\top)_{ij} K_{ij}$ with respect
+    to the operator's representation. A :class:`DenseLinearOperator` returns the ``n x n`` matrix
+    $L R^\top$ as the gradient of $K$; here the representation is ``(K, weight_var, bias_var)`` and
+    the gradient goes straight to the layer variances: for each block of rows,
+    $K_{[b]}$ is recomputed with a graph and back-propagated with $L_{[b]} R^\top$ (``rows x n``).
+
+    Args:
+        tensor: ``(n, n)`` the kernel matrix (computed without a graph).
+        weight_var, bias_var: ``(L + 1,)`` layer variances it was computed from (may require grad).
+        entries: ``entries(rows, cols, weight_var, bias_var, diag=False)``: the submatrix
+            ``K[rows][:, cols]`` (``rows``, ``cols`` slices or index vectors), or with ``diag`` the
+            entries ``K[rows[k], cols[k]]``, as a differentiable function of the variances.
+        rows: rows per recomputed block.
+
+    The pivoted-Cholesky preconditioner differentiates the rows it selected (``_get_indices``
+    with index vectors): they are recomputed with a graph too, so the preconditioner's
+    control variate in linear_operator's log-det gradient is kept (without it the gradient
+    stays unbiased but is several times noisier).
+    """
+
+    def __init__(self, tensor: Tensor, weight_var: Tensor, bias_var: Tensor, *, entries: Callable, rows: int) -> None:
+        LinearOperator.__init__(self, tensor, weight_var, bias_var, entries=entries, rows=rows)
+        self.tensor = tensor
+        self.weight_var = weight_var
+        self.bias_var = bias_var
+        self.entries = entries
+        self.rows = rows
+
+    def _bilinear_derivative(self, left_vecs: Tensor, right_vecs: Tensor) -> tuple[Tensor | None, ...]:
+        variances = (self.weight_var, self.bias_var)
+        wanted = [v.requires_grad for v in variances]
+        if not any(wanted):
+            return (None, None, None)
+        leaves = [v.detach().requires_grad_(w) for v, w in zip(variances, wanted)]
+        inputs = [leaf for leaf, w in zip(leaves, wanted) if w]
+        total = [torch.zeros_like(leaf) for leaf in inputs]
+        n = self.tensor.shape[-1]
+        with torch.enable_grad():
+            for i in range(0, n, self.rows):
+                block = self.entries(slice(i, i + self.rows), slice(None), *leaves)
+                weight = left_vecs[..., i : i + self.rows, :] @ right_vecs.mT
+                for acc, g in zip(total, torch.autograd.grad(block, inputs, weight)):
+                    acc.add_(g)
+        grads = iter(total)
+        return (None, *(next(grads) if w else None for w in wanted))
+
+    def _check_args(self, tensor, weight_var, bias_var, entries=None, rows=None):
+        if not torch.is_tensor(tensor) or tensor.dim() != 2 or tensor.shape[0] != tensor.shape[1]:
+            return f"RecomputedKernelMatrix needs an (n, n) tensor, got {getattr(tensor, 'shape', tensor)}"
+        if not callable(entries) or not isinstance(rows, int) or rows < 1:
+            return "RecomputedKernelMatrix needs a callable entries and a positive integer rows"
+
+    def _transpose_nonbatch(self) -> LinearOperator:
+        return self  # a kernel matrix is symmetric
+
+    def _get_indices(self, row_index, col_index, *batch_indices) -> Tensor:
+        grad = torch.is_grad_enabled() and (self.weight_var.requires_grad or self.bias_var.requires_grad)
+        if grad and not batch_indices and torch.is_tensor(row_index) and torch.is_tensor(col_index):
+            # the pivoted Cholesky's rows, with their graph: one kernel value per index pair
+            rows, cols = torch.broadcast_tensors(row_index, col_index)
+            values = self.entries(rows.reshape(-1), cols.reshape(-1), self.weight_var, self.bias_var, diag=True)
+            return values.reshape(rows.shape)
+        return self.tensor[(*batch_indices, row_index, col_index)]
+
+    # results of indexing and batch operations are plain dense operators (no gradient path)
+    def _getitem(self, row_index, col_index, *batch_indices) -> LinearOperator:
+        return DenseLinearOperator(self.tensor[(*batch_indices, row_index, col_index)])
+
+    def _expand_batch(self, batch_shape) -> LinearOperator:
+        return DenseLinearOperator(self.tensor.expand(*batch_shape, *self.matrix_shape))
+
+    def _prod_batch(self, dim: int) -> LinearOperator:
+        return DenseLinearOperator(self.tensor.prod(dim))
+
+    def _sum_batch(self, dim: int) -> LinearOperator:
+        return DenseLinearOperator(self.tensor.sum(dim))

@@ -297,12 +297,13 @@ class _ConjugateProcess(torch.nn.Module):
         self._squeeze = y.dim() == 1
         y2 = y.unsqueeze(-1) if self._squeeze else y
         y2 = y2.to(x.dtype)
-        K = self.kernel(x).to_dense()
         n = x.shape[0]
+        self.stats = None  # drop the previous fit's n x n buffers before making new ones
         self.x_train, self.y_train = x, y2
         if self.solver == "iterative" or (self.solver == "auto" and n > self.solver_options["threshold"]):
-            self.stats = self._iterative_stats(K, y2)
+            self.stats = self._iterative_stats(self._kernel_operator(x), y2)
             return self
+        K = self.kernel(x).to_dense()
         Ky = K + self.noise.to(K) * torch.eye(n, dtype=K.dtype, device=K.device)
         del K
         chol, added = cholesky_with_jitter(Ky, self.jitter, where=f"{type(self).__name__}.fit: K(X, X) + noise I")
@@ -333,16 +334,33 @@ class _ConjugateProcess(torch.nn.Module):
             stack.enter_context(ctx)
         return stack
 
-    def _iterative_stats(self, K: Tensor, y2: Tensor) -> ConjugateStats:
-        """$q$ and $\\log|K_y|$ by linear_operator's ``inv_quad_logdet`` (CG + stochastic Lanczos).
-
-        Memory: $K$ and the $n \\times n$ gradient buffer, no factor; cost per evaluation about
-        (CG iterations) x (probes + C) matrix-vector products with $K_y$.
-        """
+    def _kernel_operator(self, x: Tensor):
+        """$K(X, X)$ as a linear operator: the kernel's own ``matrix_operator`` where it has one
+        (:meth:`~probgen.nngp.NNGPKernel.matrix_operator`: one ``n x n`` buffer, gradients by
+        recomputed row blocks), else the dense matrix."""
         from linear_operator.operators import DenseLinearOperator
 
+        make = getattr(self.kernel, "matrix_operator", None)
+        if make is not None and not x.requires_grad:
+            try:
+                return make(x)
+            except ValueError:  # batched kernels, active_dims: the dense path below
+                pass
+        return DenseLinearOperator(self.kernel(x).to_dense())
+
+    def _iterative_stats(self, K, y2: Tensor) -> ConjugateStats:
+        """$q$ and $\\log|K_y|$ by linear_operator's ``inv_quad_logdet`` (CG + stochastic Lanczos).
+
+        Args:
+            K: ``(n, n)`` linear operator of the kernel matrix (:meth:`_kernel_operator`).
+            y2: ``(n, C)`` targets.
+
+        Memory: $K$ (one ``n x n`` buffer for an :class:`~probgen.nngp.NNGPKernel`, whose
+        gradient recomputes row blocks; two for other kernels, the matrix and its gradient), no
+        factor; cost per evaluation about (CG iterations) x (probes + C) matrix-vector products.
+        """
         n = K.shape[-1]
-        op = DenseLinearOperator(K).add_diagonal(self.noise.to(K).expand(n))
+        op = K.add_diagonal(self.noise.to(dtype=K.dtype, device=K.device).expand(n))
         # the same probes at every call (a deterministic objective for the optimiser), drawn from a
         # fixed seed: linear_operator's own deterministic_probes skips the preconditioner's
         # covariance and biases the preconditioned log det (by -1,000 nats at n = 1,500 here)

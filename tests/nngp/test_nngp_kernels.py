@@ -346,3 +346,30 @@ def test_blocks_are_recomputed_in_the_backward():
             assert big == 0  # blocks: only their (7 x 3) inputs and the layer variances
     assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-12) and torch.allclose(grads[0][1], grads[1][1],
                                                                                    rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation, depth", [("relu", 2), ("tanh", 1)])
+def test_recomputed_kernel_matrix_derivative_matches_autograd_of_the_dense_kernel(activation, depth):
+    # RecomputedKernelMatrix keeps K without a graph; its bilinear derivative (what
+    # inv_quad_logdet's backward asks for) recomputes row blocks and must equal autograd of
+    # sum((L R^T) * K) through the ordinary kernel call, and its pivot rows carry the same graph
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(30, 3, generator=gen, dtype=torch.float64)
+    left, right = torch.randn(30, 4, generator=gen, dtype=torch.float64), torch.randn(30, 4, generator=gen,
+                                                                                      dtype=torch.float64)
+    kernel = NNGPKernel(depth, activation, weight_var=1.7, bias_var=0.2, block_size=7).double()
+    raws = [kernel.raw_weight_var, kernel.raw_bias_var]
+    dense = kernel(x).to_dense()
+    expected = torch.autograd.grad(((left @ right.T) * dense).sum(), raws, retain_graph=True)
+    op = kernel.matrix_operator(x)
+    assert op.tensor.grad_fn is None and torch.allclose(op.to_dense(), dense, rtol=1e-13, atol=0)
+    none, g_w, g_b = op._bilinear_derivative(left, right)
+    assert none is None
+    got = torch.autograd.grad([op.weight_var, op.bias_var], raws, [g_w, g_b], retain_graph=True)
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    rows, cols = torch.tensor([[4], [0], [17]]), torch.arange(30)[None]
+    picked = op[rows, cols]  # the pivoted Cholesky's rows
+    (g,) = torch.autograd.grad(picked.sum(), kernel.raw_weight_var)
+    (g_dense,) = torch.autograd.grad(dense[[4, 0, 17]].sum(), kernel.raw_weight_var)
+    assert torch.allclose(picked, dense[[4, 0, 17]], rtol=1e-13) and torch.allclose(g, g_dense, rtol=1e-10)

@@ -302,3 +302,22 @@ def test_auto_solver_threshold_and_options():
         GaussianProcess(kernel, solver="lanczos")
     with pytest.raises(ValueError, match="unknown keys"):
         GaussianProcess(kernel, solver_options={"tolerance": 1e-3})
+
+
+def test_iterative_gradient_with_recomputed_kernel_equals_the_dense_operator():
+    # the one-buffer kernel operator changes memory, not the estimator: with the same fixed-seed
+    # probes the evidence and every gradient equal those of a DenseLinearOperator of K (whose
+    # gradient is the n x n matrix), including the preconditioner's control-variate term
+    from linear_operator.operators import DenseLinearOperator
+
+    x, y, _, _ = _regression_data(200, 0)
+    out = []
+    for dense in (False, True):
+        kernel = NNGPKernel(2, "relu", weight_var=2.0, bias_var=0.1, block_size=50).double()
+        proc = StudentTProcess(kernel, noise=0.05, solver="iterative").double()
+        if dense:
+            proc._kernel_operator = lambda x, k=kernel: DenseLinearOperator(k(x).to_dense())
+        lml = proc.fit(x, y).log_marginal_likelihood()
+        grads = torch.autograd.grad(lml, [kernel.raw_weight_var, kernel.raw_bias_var, proc.raw_noise])
+        out.append(torch.cat([lml.reshape(1), *(g.reshape(-1) for g in grads)]))
+    assert torch.allclose(out[0], out[1], rtol=1e-9, atol=1e-9)
