@@ -14,21 +14,33 @@ from torch import Tensor
 from probgen.samplers.diagnostics import ess, rhat
 
 
-def chain_diagnostics(ensemble, x: Tensor, num_params: int = 5) -> dict[str, float]:
+def chain_diagnostics(ensemble, x: Tensor, num_params: int = 5, source: str = "store") -> dict[str, float]:
     """Split-R-hat and bulk ESS of the stored samples (``K`` chains x ``m`` draws, ``m >= 4``).
+
+    ESS assumes draws evenly spaced in time. The reservoir store's draws are a random
+    subsample of the run (unevenly spaced: their ESS is not the run's); ``source="recent"``
+    diagnoses the ensemble's ``recent`` store instead (the last ``recent_size`` collected draws,
+    evenly spaced), which is what run control uses.
 
     Args:
         ensemble: a :class:`~probgen.ensembles.ensemble.BayesianEnsemble` with a filled store.
         x: ``(n, ...)`` inputs whose predictions are diagnosed (keep ``n`` small, e.g. 64).
         num_params: how many scalar weights (the first entries of the flattened parameter
             vector, plus a learnt noise scale) are diagnosed.
+        source: ``"store"`` (the sample store) or ``"recent"`` (the last-M store; the ensemble
+            needs ``recent_size > 0``).
 
     Returns:
         ``rhat_pred_max``, ``rhat_pred_median``, ``ess_pred_min``, ``ess_pred_median`` over
         the predictive means at ``x``; ``rhat_param_max``, ``ess_param_min`` over the chosen
         parameters. NaN where the store holds fewer than 4 draws per chain.
     """
-    samples = ensemble.store.samples()  # {name: (K, m, ...)}
+    if source not in ("store", "recent"):
+        raise ValueError(f"source must be 'store' or 'recent', got {source!r}")
+    store = ensemble.store if source == "store" else getattr(ensemble, "recent", None)
+    if store is None:
+        raise ValueError("source='recent' needs an ensemble built with recent_size > 0")
+    samples = store.samples()  # {name: (K, m, ...)}
     k, m = next(iter(samples.values())).shape[:2]
     nan = float("nan")
     if m < 4:

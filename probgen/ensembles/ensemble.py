@@ -160,6 +160,10 @@ class BayesianEnsemble(nn.Module):
         seed: seed of the chains' initialisation (and of the store's reservoir).
         init: ``"network"`` (each chain is the network's own initialisation under its own
             seed) or ``"prior"`` (each chain is a draw from ``prior``).
+        recent_size: if > 0, a second store ``recent`` (policy ``"last"``) keeps the most recent
+            ``recent_size`` collected draws, evenly spaced in steps (every ``thin`` steps of a
+            constant or polynomial schedule) as ESS needs, for run-control diagnostics; the
+            reservoir store's draws are a random, unevenly spaced subsample of the run.
     """
 
     def __init__(
@@ -174,6 +178,7 @@ class BayesianEnsemble(nn.Module):
         vectorize: str = "vmap",
         seed: int = 0,
         init: str = "network",
+        recent_size: int = 0,
     ) -> None:
         super().__init__()
         if init not in ("network", "prior"):
@@ -200,6 +205,10 @@ class BayesianEnsemble(nn.Module):
         self.chains = nn.ParameterList([nn.Parameter(v.clone()) for v in init.values()])
         self.store = SampleStore({k: tuple(v.shape[1:]) for k, v in init.items()}, num_chains, store_size,
                                  store_policy, seed, dtype)
+        if not isinstance(recent_size, int) or isinstance(recent_size, bool) or recent_size < 0:
+            raise ValueError(f"recent_size must be an integer >= 0, got {recent_size!r}")
+        self.recent = (SampleStore({k: tuple(v.shape[1:]) for k, v in init.items()}, num_chains, recent_size,
+                                   "last", seed, dtype) if recent_size else None)
 
     @property
     def num_chains(self) -> int:
@@ -263,7 +272,10 @@ class BayesianEnsemble(nn.Module):
         (backward or Tensor.backward)(losses.sum())
         sampler.step(lr=lr, temperature=temperature)
         if collect:
-            self.store.add({k: v.detach() for k, v in self.params().items()}, step)
+            draw = {k: v.detach() for k, v in self.params().items()}
+            self.store.add(draw, step)
+            if self.recent is not None:
+                self.recent.add(draw, step)
         return losses.detach()
 
     def sample_set(self, source: str = "store") -> dict[str, Tensor]:

@@ -9,6 +9,7 @@ step counter, which seeds the noise) are in the checkpoint; resuming continues e
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -30,6 +31,7 @@ from probgen.ensembles.store import STORE_POLICIES
 from probgen.validation import check_choice, check_int, check_real
 
 LIKELIHOODS = ("gaussian", "student_t", "categorical")
+log = logging.getLogger(__name__)
 
 
 class SGLDEnsemble(ProbgenModule):
@@ -91,6 +93,14 @@ class SGLDEnsemble(ProbgenModule):
         init: ``"network"`` or ``"prior"`` initialisation of the chains.
         seed: seed of the initialisation, the sampler noise and the store.
         predict_chunk: parameter sets evaluated at once when predicting.
+        stop_rhat, stop_ess: run control: if either is set, every ``check_every`` steps after
+            ``burn_in`` the predictive diagnostics of the last ``diag_draws`` collected draws
+            (:func:`~probgen.ensembles.chain_diagnostics` with ``source="recent"``: evenly
+            spaced draws, at the first 64 training inputs) are logged as ``train/rhat_pred_max``
+            and ``train/ess_pred_min``, and training stops once ``rhat_pred_max <= stop_rhat``
+            and ``ess_pred_min >= stop_ess`` (each only if set). Needs at least 4 draws held.
+        check_every: steps between run-control checks, >= 1.
+        diag_draws: draws per chain of the last-M diagnostics store, >= 4.
     """
 
     def __init__(
@@ -136,6 +146,10 @@ class SGLDEnsemble(ProbgenModule):
         init: str = "network",
         seed: int = 0,
         predict_chunk: int = 512,
+        stop_rhat: float | None = None,
+        stop_ess: float | None = None,
+        check_every: int = 1000,
+        diag_draws: int = 50,
     ) -> None:
         super().__init__()
         check_choice("likelihood", likelihood, LIKELIHOODS)
@@ -171,6 +185,10 @@ class SGLDEnsemble(ProbgenModule):
         check_int("num_data", num_data, ge=1, allow_none=True)
         check_int("seed", seed)
         check_int("predict_chunk", predict_chunk, ge=1)
+        check_real("stop_rhat", stop_rhat, ge=1, allow_none=True)
+        check_real("stop_ess", stop_ess, gt=0, allow_none=True)
+        check_int("check_every", check_every, ge=1)
+        check_int("diag_draws", diag_draws, ge=4)
         self.save_hyperparameters()
         if isinstance(self.hparams.get("network"), nn.Module):  # an instance is not weights_only-loadable
             del self.hparams["network"]
@@ -182,6 +200,8 @@ class SGLDEnsemble(ProbgenModule):
         self.schedule: SamplingSchedule | None = None
         self._lr = lr
         self._eval: dict[str, list] = {}
+        self._run_x: Tensor | None = None  # inputs of the run-control diagnostics
+        self.stopped_at: int | None = None  # the step run control stopped after
 
     def _build(self, input_dim: int | None, network: nn.Module | None = None) -> None:
         hp = self.hparams
@@ -197,7 +217,13 @@ class SGLDEnsemble(ProbgenModule):
         self.ensemble = BayesianEnsemble(
             network, lik, make_prior(hp.prior, hp.prior_scale, hp.prior_df, hp.prior_fan_in), hp.num_chains,
             hp.num_data or 1, hp.store_size, hp.store_policy, hp.vectorize, hp.seed, hp.init,
+            recent_size=hp.diag_draws if self.run_control else 0,
         )
+
+    @property
+    def run_control(self) -> bool:
+        """Whether the R-hat / ESS stop is on (``stop_rhat`` or ``stop_ess`` set)."""
+        return self.hparams.get("stop_rhat") is not None or self.hparams.get("stop_ess") is not None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # a model configured with input_dim=None is built from the checkpoint's resolved value
@@ -227,6 +253,8 @@ class SGLDEnsemble(ProbgenModule):
             hp.input_dim = int(x.shape[1])
             self._build(hp.input_dim)
             self.ensemble.to(self.device)
+        if train is not None and self.run_control:
+            self._run_x = train[0][:64]
         if hp.num_data is None and train is not None:
             self.ensemble.num_data = len(train[0])
         n = self.ensemble.num_data
@@ -269,7 +297,28 @@ class SGLDEnsemble(ProbgenModule):
         self.log("train/loss", losses.mean(), prog_bar=True)
         self.log("train/lr", self.schedule.at(step)[0])
         self.log("train/kept", float(len(self.ensemble.store)))
+        if self.run_control:
+            self._check_run(x, step)
         return losses.mean()
+
+    def _check_run(self, x: Tensor, step: int) -> None:
+        """Run control after 0-based ``step``: log the predictive R-hat / ESS of the last-M
+        store every ``check_every`` steps after burn-in; stop the trainer when they pass."""
+        hp = self.hparams
+        if self._run_x is None:
+            self._run_x = x[:64].detach()
+        done = step + 1 - self.schedule.burn_in
+        if done <= 0 or done % hp.check_every or len(self.ensemble.recent) < 4:
+            return
+        diag = chain_diagnostics(self.ensemble, self._run_x.to(self.device), source="recent")
+        r, e = diag["rhat_pred_max"], diag["ess_pred_min"]
+        self.log("train/rhat_pred_max", r)
+        self.log("train/ess_pred_min", e)
+        passed = (hp.stop_rhat is None or r <= hp.stop_rhat) and (hp.stop_ess is None or e >= hp.stop_ess)
+        if passed and self._trainer is not None:
+            log.info("run control: stopping after step %d (rhat_pred_max %.4f, ess_pred_min %.1f)", step + 1, r, e)
+            self.stopped_at = step + 1
+            self.trainer.should_stop = True
 
     # -- evaluation ------------------------------------------------------------------------
     @property
