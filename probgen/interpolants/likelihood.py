@@ -82,9 +82,10 @@ def divergence(
     if method == "exact_batch":
         out, vjp_fn = torch.func.vjp(field, x)
         div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        basis = torch.zeros_like(x)
         for i in range(x.shape[1]):
-            basis.zero_()
+            # a fresh basis vector per pass: under grad mode the vjp's graph keeps it, so reusing
+            # one tensor in place breaks a backward pass through the divergence
+            basis = torch.zeros_like(x)
             basis[:, i] = 1.0
             (v,) = vjp_fn(basis)
             div = div + v[:, i]
