@@ -204,6 +204,10 @@ class EnergyBasedModel(ProbgenModule):
     def fit_noise(self, x: Tensor) -> None:
         """Fit $q$ to training data ``x: (n, *event_shape)``.
 
+        A :class:`~probgen.energy.GaussianMixtureNoise` runs EM on a seeded random subsample
+        of at most its ``max_fit_points`` rows (default 20,000; set it through
+        ``noise_kwargs``, ``None`` for every row).
+
         Raises:
             ValueError: ``x`` has NaN/inf rows (their indices are named) or the wrong shape.
         """

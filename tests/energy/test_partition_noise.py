@@ -112,3 +112,24 @@ def test_noise_energy_is_normalised_and_tilts_the_model():
     assert model.energy.terms[1].noise is model.noise
     x = torch.randn(5, 2)
     assert torch.allclose(model.energy(x), model.energy.terms[0](x) - model.noise.log_prob(x))
+
+
+def test_gaussian_mixture_fit_uses_a_seeded_subsample_of_at_most_max_fit_points():
+    # With K = 1, EM's fixed point is the sample mean and (biased) covariance of the rows it sees,
+    # so the fit names the subsample exactly: max_fit_points rows drawn without replacement by seed.
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1000, 2, dtype=DT, generator=gen) * torch.tensor([2.0, 0.5], dtype=DT) + 1.0
+    q = GaussianMixtureNoise(2, num_components=1, iterations=3, max_fit_points=50, seed=7).double().fit(x)
+    sub = x[torch.randperm(1000, generator=torch.Generator().manual_seed(7))[:50]]
+    cov = torch.cov(sub.T, correction=0) + 1e-3 * torch.eye(2, dtype=DT)
+    assert torch.allclose(q.locs[0], sub.mean(0), atol=1e-12)
+    assert torch.allclose(q.scale_trils[0] @ q.scale_trils[0].T, cov, atol=1e-10)
+    assert (sub.mean(0) - x.mean(0)).abs().max() > 1e-3  # the subsample differs from the full data
+    # at most max_fit_points rows: the whole data, unchanged; None: every row
+    for m in (1000, None):
+        qf = GaussianMixtureNoise(2, num_components=1, iterations=3, max_fit_points=m).double().fit(x)
+        assert torch.allclose(qf.locs[0], x.mean(0), atol=1e-12)
+    with pytest.raises(ValueError, match="max_fit_points"):
+        GaussianMixtureNoise(2, num_components=4, max_fit_points=7)
+    with pytest.raises(ValueError, match="max_fit_points"):
+        GaussianMixtureNoise(2, max_fit_points=100.0)
