@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from probgen.fractional.augmented import AugmentedFractionalSDE, split_state
 from probgen.sde import sdeint
 from probgen.sde.fbm import KINDS, MarkovFBM
+from probgen.sde.guided import GuidedEuler, LinearGaussianChain, Messages
 from probgen.sde.solvers import step_grid
 from probgen.sde.variational import LinearGaussianObservations, VariationalEuler
 
@@ -100,16 +101,19 @@ class ControlNet(nn.Module):
         learn_variance: also output $\log\kappa^2 = -\mathrm{softplus}(r) \in (-\infty, 0)$ per
             dimension (:meth:`transition`), a function of $(t, c)$ only (for ``"affine"``) or of all
             inputs (``"mlp"``); initialised at $r = -2$ ($\kappa^2 = 0.88$).
+        free_variance: with ``learn_variance``, output $\log\kappa^2 = r$ unconstrained and zero at
+            initialisation (the residual of a guided step, :class:`probgen.sde.guided.GuidedEuler`).
     """
 
     def __init__(self, dim: int, n_ou: int, context_dim: int = 0, hidden: int = 64, depth: int = 2,
                  activation: str = "tanh", gammas: Tensor | None = None, kind: str = "mlp",
-                 learn_variance: bool = False) -> None:
+                 learn_variance: bool = False, free_variance: bool = False) -> None:
         super().__init__()
         if kind not in ("mlp", "affine"):
             raise ValueError(f"control kind must be 'mlp' or 'affine', got {kind!r}")
         self.kind, self.dim = kind, dim
         self.learn_variance = bool(learn_variance)
+        self.free_variance = bool(free_variance) and self.learn_variance
         n_var = dim if self.learn_variance else 0
         self.state_dim = dim * (n_ou + 1) + context_dim
         if kind == "mlp":
@@ -117,7 +121,7 @@ class ControlNet(nn.Module):
         else:
             self.net = MLP(2 + context_dim, dim * (1 + self.state_dim) + n_var, hidden, depth, activation,
                            zero_last=True)
-        if n_var:
+        if n_var and not self.free_variance:
             with torch.no_grad():
                 self.net[-1].bias[-n_var:] = -2.0  # kappa^2 = exp(-softplus(-2)) = 0.88 at initialisation
         scale = torch.ones(n_ou) if gammas is None else torch.sqrt(2 * gammas.detach().float())
@@ -139,8 +143,10 @@ class ControlNet(nn.Module):
             bias = coef[:, : self.dim]
             weight = coef[:, self.dim : n_aff].unflatten(-1, (self.dim, self.state_dim))
             u = bias + (weight @ torch.cat(state, dim=-1).unsqueeze(-1)).squeeze(-1)
-        log_var = -F.softplus(out[:, out.shape[1] - n_var :]) if n_var else None
-        return u, log_var
+        if not n_var:
+            return u, None
+        raw = out[:, out.shape[1] - n_var :]
+        return u, (raw if self.free_variance else -F.softplus(raw))
 
     def forward(self, t: Tensor, x: Tensor, y: Tensor, c: Tensor | None = None) -> Tensor:
         return self.transition(t, x, y, c)[0]
@@ -169,6 +175,8 @@ class NeuralFractionalSDE(nn.Module):
             :mod:`probgen.sde.variational`); ``False`` is the Girsanov control ($\kappa = 1$).
         encoder_hidden: size of an :class:`ObservationEncoder` over the observations still
             ahead (0: none); its summary is part of the control's context.
+        guided: the control is the residual of a guided step (:class:`probgen.sde.guided.GuidedEuler`):
+            mean shift and an unconstrained $\log\kappa^2$, both zero at initialisation.
 
     Raises:
         ValueError: bad sizes, an unknown drift/diffusion/kind, or a Hurst index outside (0, 1).
@@ -197,6 +205,7 @@ class NeuralFractionalSDE(nn.Module):
         drift_hidden: int = 64,
         learn_variance: bool = False,
         encoder_hidden: int = 0,
+        guided: bool = False,
     ) -> None:
         super().__init__()
         if dim < 1:
@@ -243,7 +252,7 @@ class NeuralFractionalSDE(nn.Module):
             self.register_buffer("sigma_raw", sig)
         gammas = None if self.white else MarkovFBM(0.5, self.n_ou, self.gamma_max, self.horizon, kind).gammas
         self.control = ControlNet(dim, self.n_ou, context_dim, control_hidden, control_depth, gammas=gammas,
-                                  kind=control, learn_variance=learn_variance)
+                                  kind=control, learn_variance=learn_variance or guided, free_variance=guided)
         self.obs_encoder = ObservationEncoder(dim, encoder_hidden) if encoder_hidden > 0 else None
 
     # -- prior ------------------------------------------------------------------------------
@@ -316,6 +325,7 @@ class NeuralFractionalSDE(nn.Module):
         control_until: float | None = None,
         observations: LinearGaussianObservations | None = None,
         y0: Tensor | None = None,
+        guide: Messages | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Integrate the augmented SDE from ``x0`` over ``ts`` with the shared solver.
 
@@ -337,6 +347,10 @@ class NeuralFractionalSDE(nn.Module):
                 times must be in ``ts``.
             y0: optional ``(batch, d, K)`` initial OU states (e.g. a draw of
                 :class:`InitialOUPosterior`); default a draw from their prior.
+            guide: backward messages of :meth:`linear_auxiliary` on the grid of ``ts`` and ``dt``:
+                the posterior then runs on :class:`probgen.sde.guided.GuidedEuler` with the control as
+                its residual, and the returned KL is $\sum_k \log q(w_k \mid z_k) - \log p(w_k)$ at the
+                drawn steps (the observations' log-likelihood is the caller's).
 
         Returns:
             ``xs: (T, batch, d)``, ``ys: (T, batch, d, K)``, path KL ``(batch,)`` $= \\tfrac12\\int |u|^2 dt$
@@ -345,6 +359,15 @@ class NeuralFractionalSDE(nn.Module):
         m = self.markov()
         if m is not None:
             m.check_dt(dt)
+        if guide is not None:
+            if not posterior or observations is not None or control_until is not None:
+                raise ValueError("guide needs posterior=True, observations=None and control_until=None")
+            sde = self.build_sde(False)
+            z0 = sde.initial_state(x0, self.initial_ou_state(x0.shape[0], x0, generator) if y0 is None else y0)
+            zs = sdeint(sde, z0, ts, method=GuidedEuler, dt=dt, generator=generator,
+                        options={"guide": guide, "transition": self._transition(context)})
+            xs, ys, kl = split_state(zs, self.dim, self.n_ou)
+            return xs, ys, kl[-1]
         variational = posterior and (self.control.learn_variance or observations is not None)
         sde = self.build_sde(posterior and not variational, context, control_until)
         if y0 is None:
@@ -366,6 +389,65 @@ class NeuralFractionalSDE(nn.Module):
             return self.control.transition(t, x, y, context(t, x) if context is not None else None)
 
         return transition
+
+    def linear_auxiliary(self, ts: Tensor, obs_times: Tensor, dt: float, obs_std: float,
+                         x0: float = 0.0) -> LinearGaussianChain:
+        r"""The linear-Gaussian auxiliary of the prior on the solver's grid, in float64 (differentiable).
+
+        The Euler chain of $z = [X, Y]$ with drift $-\theta X - \sigma\sum_k \gamma_k\omega_k Y_k$ (the OU
+        part of the drift; $\theta = 0$ for ``drift="mlp"``/``"zero"``) and noise
+        $v = [\sigma\sum_k\omega_k, 1, \dots, 1]$ per dimension, $\sigma$ the diffusion at $x_0$;
+        observations $y = X + \mathcal N(0, s^2)$; $z_0 = [x_0, Y(0)]$ with $Y(0)$ stationary (type I)
+        or zero (type II). For ``drift="ou"`` and constant diffusion it *is* the model's Euler chain.
+
+        Args:
+            ts: ``(T,)`` output times from the start; obs_times: ``(n,)`` observation times, each one of ``ts``;
+            dt: the solver step; obs_std: $s$; x0: the known $X(0)$.
+
+        Returns:
+            :class:`probgen.sde.guided.LinearGaussianChain` over ``D = d (K + 1)`` coordinates.
+
+        Raises:
+            ValueError: an observation time that is not in ``ts``.
+        """
+        d, K = self.dim, self.n_ou
+        ts_list = [float(t) for t in ts]
+        grid, counts = step_grid(ts_list, dt)
+        ends = [0]
+        for c in counts:
+            ends.append(ends[-1] + c)
+        obs_steps = []
+        for t in obs_times.tolist():
+            j = min(range(len(ts_list)), key=lambda i: abs(ts_list[i] - t))
+            if abs(ts_list[j] - t) > 1e-6 * max(1.0, abs(t)) or j == 0:
+                raise ValueError(f"observation time {t} is not one of ts after the start {ts_list[0]}")
+            obs_steps.append(ends[j])
+        f64 = torch.float64
+        dev = self.hurst_raw.device
+        theta = self.theta.to(f64) if "ou" in self.drift_kind else torch.zeros(d, dtype=f64, device=dev)
+        x0_t = torch.full((1, d), float(x0), dtype=f64, device=dev)
+        sigma = self.diffusion(ts[0], x0_t.to(self.hurst_raw.dtype))[0].to(f64)
+        m = self.markov()
+        eye = torch.eye(d, dtype=f64, device=dev)
+        mean = torch.cat([x0_t[0], torch.zeros(d * K, dtype=f64, device=dev)])
+        if m is None:
+            F = torch.diag(-theta)
+            v = torch.diag(sigma)
+            factor = torch.zeros(d, 0, dtype=f64, device=dev)
+        else:
+            mk = MarkovFBM(self.hurst.to(f64), K, self.gamma_max, self.horizon, self.kind)
+            g, w = mk.gammas, mk.omegas
+            f_xy = torch.block_diag(*[(-sigma[i] * g * w).unsqueeze(0) for i in range(d)])  # (d, d K)
+            F = torch.cat([torch.cat([torch.diag(-theta), f_xy], 1),
+                           torch.cat([torch.zeros(d * K, d, dtype=f64, device=dev), torch.diag(-g.repeat(d))], 1)], 0)
+            v = torch.cat([torch.diag(sigma * w.sum()), eye.repeat_interleave(K, dim=0)], 0)
+            if self.kind == "type1":
+                chol = torch.linalg.cholesky(1.0 / (g[:, None] + g[None, :]))
+                factor = torch.cat([torch.zeros(d, d * K, dtype=f64, device=dev), torch.block_diag(*[chol] * d)], 0)
+            else:
+                factor = torch.zeros(d * (K + 1), 0, dtype=f64, device=dev)
+        obs_var = torch.full((d,), float(obs_std) ** 2, dtype=f64, device=dev)
+        return LinearGaussianChain(F, v, grid, obs_steps, list(range(d)), obs_var, mean, factor)
 
     def observation_step_rho(self, ts: Tensor, dt: float, obs_std: float) -> float:
         r"""$\rho = \max_i v_0^2 h_i / s^2$ over the steps into the observation times ``ts[1:]``.

@@ -20,6 +20,7 @@ from probgen.fractional.model import (
     remaining_observations_context,
 )
 from probgen.sde.fbm import KINDS
+from probgen.sde.guided import backward_filter, guided_initial_state
 from probgen.validation import check_bool, check_choice, check_int, check_real, check_reals
 from probgen.sde.variational import LinearGaussianObservations
 
@@ -94,7 +95,12 @@ class FractionalSDE(ProbgenModule):
             $\rho = v_0^2 h / s^2 > 0.1$ on observation steps, where its gap grows with
             $\sum_k\omega_k$ and biases H) or ``"gaussian"`` (learnt mean and variance per step and
             the exact Gaussian update on observation steps, :mod:`probgen.sde.variational`;
-            its optimum is the exact likelihood of the Euler chain).
+            its optimum is the exact likelihood of the Euler chain) or ``"guided"`` (the guided
+            proposal of a backward filter on the prior's linear auxiliary,
+            :mod:`probgen.sde.guided`, plus the control as a learnt residual, zero at initialisation;
+            $Y(0)$ from the auxiliary's exact posterior. For ``drift="ou"`` with a constant
+            diffusion its ELBO at zero residual *is* the exact log-likelihood of the Euler chain, for
+            every H, so a learnt H is the maximum-likelihood H of the K-term model).
         encoder_hidden: summary size for ``context="all_obs"``.
         hurst_warmup_steps: optimizer steps with the Hurst learning rate at 0, so that the
             control fits the observations before H moves.
@@ -162,7 +168,10 @@ class FractionalSDE(ProbgenModule):
                 raise ValueError(f"sample_condition needs dim = 1, got dim={dim}")
             check_real("sample_condition[0]", sample_condition[0], gt=0)
         self.save_hyperparameters()
-        check_choice("transition", transition, ("girsanov", "gaussian"))
+        check_choice("transition", transition, ("girsanov", "gaussian", "guided"))
+        if transition == "guided" and posterior_y0:
+            raise ValueError("posterior_y0=True is for transition='gaussian': transition='guided' already draws "
+                             "Y(0) from the linear auxiliary's exact posterior")
         if context in ("all_obs", "attention"):
             check_int("encoder_hidden", encoder_hidden, ge=1)
         check_int("hurst_warmup_steps", hurst_warmup_steps, ge=0)
@@ -175,7 +184,7 @@ class FractionalSDE(ProbgenModule):
             learn_hurst=learn_hurst, drift=drift, theta=theta, learn_theta=learn_theta, diffusion=diffusion,
             sigma=sigma, learn_sigma=learn_sigma, context_dim=self._context_dim(),
             control=control, control_hidden=control_hidden, control_depth=control_depth,
-            learn_variance=transition == "gaussian", encoder_hidden=encoder_hidden if context == "all_obs" else 0,
+            learn_variance=transition == "gaussian", guided=transition == "guided", encoder_hidden=encoder_hidden if context == "all_obs" else 0,
         )
         self.obs_attention = (ObservationAttention(dim, encoder_hidden, horizon) if context == "attention"
                               else None)
@@ -224,6 +233,16 @@ class FractionalSDE(ProbgenModule):
                 stacklevel=3,
             )
 
+    def _guide(self, ts: Tensor, times: Tensor, values: Tensor, generator: torch.Generator | None):
+        """Backward messages of the linear auxiliary (cast to ``values``' dtype), ``Y(0)`` from its exact
+        posterior and $\log p(Y(0)) - \log q(Y(0))$ (``(B,)``)."""
+        hp = self.hparams
+        chain = self.sde.linear_auxiliary(ts, times, hp.dt, hp.obs_std, float(hp.x0))
+        msg = backward_filter(chain, values.to(torch.float64))
+        z0, log_ratio = guided_initial_state(chain, msg, generator)
+        y0 = z0[:, hp.dim:].unflatten(-1, (hp.dim, self.sde.n_ou)).to(values)
+        return msg.to(values.dtype), y0, log_ratio.to(values)
+
     def elbo(self, values: Tensor, times: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Per-path ELBO terms.
 
@@ -243,6 +262,13 @@ class FractionalSDE(ProbgenModule):
         context = self._context(times, values)
         obs = self._observations(times, values)
         self._check_rho(ts)
+        if hp.transition == "guided":
+            guide, y0, log_ratio = self._guide(ts, times, values, generator)
+            xs, _, kl = self.sde.simulate(x0, ts, hp.dt, posterior=True, context=context, generator=generator,
+                                          y0=y0, guide=guide)
+            kl = kl - log_ratio
+            log_lik = gaussian_log_likelihood(values, xs[1:].transpose(0, 1), hp.obs_std)
+            return {"elbo": log_lik - kl, "log_lik": log_lik, "kl": kl, "xs": xs}
         y0, kl_y0 = self._initial_ou(times, values, generator)
         xs, _, kl = self.sde.simulate(x0, ts, hp.dt, posterior=True, context=context, generator=generator,
                                       observations=obs, y0=y0)
@@ -266,7 +292,13 @@ class FractionalSDE(ProbgenModule):
         x0 = torch.full((values.shape[0], hp.dim), float(hp.x0), dtype=values.dtype, device=values.device)
         times, ts = times.to(values), ts.to(values)
         obs = self._observations(times, values)
-        grid = torch.unique(torch.cat([ts, times])) if obs is not None else ts  # observations on the grid
+        guided = hp.transition == "guided"
+        grid = torch.unique(torch.cat([ts, times])) if obs is not None or guided else ts  # observations on the grid
+        if guided:
+            guide, y0, _ = self._guide(grid, times, values, generator)
+            xs, _, _ = self.sde.simulate(x0, grid, hp.dt, posterior=True, context=self._context(times, values),
+                                         generator=generator, y0=y0, guide=guide)
+            return xs[torch.searchsorted(grid, ts)].transpose(0, 1)
         y0, _ = self._initial_ou(times, values, generator)
         xs, _, _ = self.sde.simulate(x0, grid, hp.dt, posterior=True, context=self._context(times, values),
                                      generator=generator, observations=obs, y0=y0)
@@ -315,19 +347,21 @@ class FractionalSDE(ProbgenModule):
         """Paths ``(num_samples, sample_points, d)`` on ``[0, horizon]``.
 
         Posterior paths for ``context="none"`` or when ``sample_condition`` is set (bridges);
-        otherwise paths of the learnt prior.
+        otherwise paths of the learnt prior. ``transition="guided"`` needs ``sample_condition`` for
+        posterior paths (the guide is built from the observation), else it draws prior paths.
         """
         if num_samples <= 0:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
         hp = self.hparams
         dtype = self.sde.hurst_raw.dtype
         ts = torch.linspace(0.0, hp.horizon, hp.sample_points, dtype=dtype, device=self.device)
-        if hp.context != "none" and hp.sample_condition is not None:
+        guided = hp.transition == "guided"
+        if hp.sample_condition is not None and (hp.context != "none" or guided):
             t_obs, v_obs = (float(v) for v in hp.sample_condition)
             values = torch.full((num_samples, 1, 1), v_obs, dtype=dtype, device=self.device)
             return self.posterior_paths(values, ts.new_tensor([t_obs]), ts, generator=generator)
         x0 = torch.full((num_samples, hp.dim), float(hp.x0), dtype=dtype, device=self.device)
-        xs, _, _ = self.sde.simulate(x0, ts, hp.dt, posterior=hp.context == "none", generator=generator)
+        xs, _, _ = self.sde.simulate(x0, ts, hp.dt, posterior=hp.context == "none" and not guided, generator=generator)
         return xs.transpose(0, 1)
 
 

@@ -19,46 +19,15 @@ follow from one Riccati recursion (:func:`backward_messages`). From them, in clo
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
 from probgen.sde.fbm import MarkovFBM
+from probgen.sde.guided import LinearGaussianChain, Messages, backward_filter
 from probgen.sde.solvers import step_grid
 
 __all__ = ["LinearGaussianChain", "backward_messages", "fou_chain", "girsanov_gap", "log_likelihood",
            "optimal_transition"]
-
-
-@dataclass
-class LinearGaussianChain:
-    """Euler chain $z_{k+1} = (I + h_k F) z_k + v w_k$ observed at some grid points.
-
-    Attributes:
-        drift: ``(D, D)`` matrix $F$ of the linear drift.
-        noise: ``(D, m)`` noise directions $v$.
-        grid: the step grid (Python floats) from ``probgen.sde.step_grid``.
-        obs_steps: grid index of each observation time, length ``n``.
-        index: observed coordinates (``p``).
-        obs_var: ``(p,)`` observation variances $s^2$.
-        z0_mean: ``(D,)`` mean and ``z0_factor: (D, r)`` factor of the covariance of $z_0$.
-    """
-
-    drift: Tensor
-    noise: Tensor
-    grid: list[float]
-    obs_steps: list[int]
-    index: list[int]
-    obs_var: Tensor
-    z0_mean: Tensor
-    z0_factor: Tensor
-
-    def step_matrix(self, k: int) -> tuple[Tensor, float]:
-        h = self.grid[k + 1] - self.grid[k]
-        eye = torch.eye(self.drift.shape[0], dtype=self.drift.dtype, device=self.drift.device)
-        return eye + h * self.drift, h
 
 
 def fou_chain(markov: MarkovFBM, theta: float, sigma: float, times: Tensor, dt: float, obs_std: float,
@@ -92,66 +61,14 @@ def fou_chain(markov: MarkovFBM, theta: float, sigma: float, times: Tensor, dt: 
     return LinearGaussianChain(F, v, grid, obs_steps, [0], torch.tensor([obs_std**2], dtype=dtype), mean, factor)
 
 
-@dataclass
-class Messages:
-    """Backward messages per grid point: ``V`` includes the observation at that point, ``W`` not.
-
-    ``P[j]: (D, D)``, ``q[j]: (B, D)``, ``c[j]: (B,)`` for ``V``; ``Wq``, ``Wc`` for ``W``
-    (``W`` has the precision ``WP``); ``gap[k]``: the Girsanov loss of step ``k``.
-    """
-
-    P: list[Tensor]
-    q: list[Tensor]
-    c: list[Tensor]
-    WP: list[Tensor]
-    Wq: list[Tensor]
-    Wc: list[Tensor]
-    gap: list[Tensor]
-
-
 def backward_messages(chain: LinearGaussianChain, values: Tensor) -> Messages:
-    """The Riccati recursion for $V_j$ and $W_j$ (module docstring).
+    """The Riccati recursion for $V_j$ and $W_j$: :func:`probgen.sde.guided.backward_filter`.
 
     Args:
         chain: the chain.
         values: ``(B, n, p)`` observations.
     """
-    D = chain.drift.shape[0]
-    n_grid = len(chain.grid)
-    B = values.shape[0]
-    dtype = chain.drift.dtype
-    v = chain.noise
-    m = v.shape[1]
-    obs_at = {j: i for i, j in enumerate(chain.obs_steps)}
-    sel = torch.zeros(len(chain.index), D, dtype=dtype)
-    sel[range(len(chain.index)), chain.index] = 1.0
-    r_inv = 1.0 / chain.obs_var
-    P = torch.zeros(D, D, dtype=dtype)
-    q = torch.zeros(B, D, dtype=dtype)
-    c = torch.zeros(B, dtype=dtype)
-    out = Messages(*[[None] * n_grid for _ in range(6)], [None] * (n_grid - 1))
-    for j in range(n_grid - 1, -1, -1):
-        out.WP[j], out.Wq[j], out.Wc[j] = P, q, c
-        if j in obs_at:
-            y = values[:, obs_at[j]].to(dtype)
-            P = P + sel.T @ (r_inv[:, None] * sel)
-            q = q + (y * r_inv) @ sel
-            c = c - 0.5 * (y * y * r_inv).sum(-1) - 0.5 * torch.log(2 * math.pi * chain.obs_var).sum()
-        out.P[j], out.q[j], out.c[j] = P, q, c
-        if j == 0:
-            break
-        M, h = chain.step_matrix(j - 1)
-        Pv = P @ v  # (D, m)
-        hA = torch.eye(m, dtype=dtype) + h * (v.T @ Pv)
-        A_inv = h * torch.linalg.inv(hA)
-        vq = q @ v  # (B, m)
-        logdet = torch.linalg.slogdet(hA)[1]
-        out.gap[j - 1] = 0.5 * (torch.diagonal(hA).sum() - m - logdet)
-        c = c + 0.5 * ((vq @ A_inv) * vq).sum(-1) - 0.5 * logdet
-        q = (q - vq @ A_inv @ Pv.T) @ M
-        P = M.T @ (P - Pv @ A_inv @ Pv.T) @ M
-        P = 0.5 * (P + P.T)
-    return out
+    return backward_filter(chain, values)
 
 
 def _expect_exp_quadratic(P: Tensor, q: Tensor, c: Tensor, mean: Tensor, factor: Tensor) -> Tensor:

@@ -4,11 +4,14 @@
 ``milstein``, ``heun``); ``odeint`` integrates ODEs (``euler``, ``heun``, ``rk4`` fixed-step,
 ``dopri5`` adaptive via torchdiffeq). Noise: :class:`BrownianGrid` and
 :func:`brownian_increments`; fractional Brownian motion in :mod:`probgen.sde.fbm`; variational Gaussian transitions
-with exact conditioning on linear-Gaussian observations in :mod:`probgen.sde.variational`.
+with exact conditioning on linear-Gaussian observations in :mod:`probgen.sde.variational`; guided
+proposals (a linear-Gaussian backward filter over the step grid and the guided Euler step) in
+:mod:`probgen.sde.guided`.
 """
 
 from probgen.sde.fbm import MarkovFBM, fbm_covariance, sample_fbm
 from probgen.sde.grid import step_grid
+from probgen.sde.guided import GuidedEuler, LinearGaussianChain, backward_filter, guided_initial_state
 from probgen.sde.integrate_ode import odeint
 from probgen.sde.integrate_sde import sdeint
 from probgen.sde.noise import BrownianGrid, brownian_increments, grid_increments
@@ -53,4 +56,8 @@ __all__ = [
     "VariationalEuler",
     "condition_on_observation",
     "gaussian_transition_kl",
+    "GuidedEuler",
+    "LinearGaussianChain",
+    "backward_filter",
+    "guided_initial_state",
 ]
