@@ -8,7 +8,7 @@ are configurations of the same objects.
 
 from probgen.ensembles.chains import ChainForward, init_chains, mlp
 from probgen.ensembles.diagnostics import chain_diagnostics
-from probgen.ensembles.ensemble import BayesianEnsemble, SamplingSchedule, run_length, steps_of
+from probgen.ensembles.ensemble import BayesianEnsemble, SamplingSchedule, run_length, stack_ensembles, steps_of
 from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood, StudentTLikelihood
 from probgen.ensembles.module import SGLDEnsemble
 from probgen.ensembles.predictive import (
@@ -36,6 +36,7 @@ __all__ = [
     "SamplingSchedule",
     "StudentTLikelihood",
     "run_length",
+    "stack_ensembles",
     "steps_of",
     "categorical_mixture",
     "chain_diagnostics",

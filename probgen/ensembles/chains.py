@@ -3,7 +3,10 @@
 A chain's state is the network's parameters. ``K`` chains are held as a dict of stacked
 tensors ``{name: (K, *shape)}``; :class:`ChainForward` evaluates the network for every chain
 at once with :func:`torch.func.functional_call` under :func:`torch.func.vmap` (one batched
-forward), or chain by chain for networks that vmap cannot handle.
+forward), or chain by chain for networks that vmap cannot handle. The inputs are either one
+minibatch shared by all chains, ``(batch, ...)``, or one minibatch per chain,
+``(K, batch, ...)`` (``per_chain=True``: bootstrap ensembles, cross-validation folds or
+independent data sets run as one vmapped ensemble).
 """
 
 from __future__ import annotations
@@ -55,6 +58,15 @@ def chain(params: dict[str, Tensor], index: int) -> dict[str, Tensor]:
     return {k: v[index] for k, v in params.items()}
 
 
+def check_per_chain(name: str, value: Tensor, num_chains: int) -> None:
+    """ValueError naming ``name`` unless ``value`` is a per-chain stack ``(num_chains, batch, ...)``."""
+    if value.dim() < 2 or value.shape[0] != num_chains:
+        raise ValueError(
+            f"{name} must be per-chain, of shape (num_chains={num_chains}, batch, ...) with per_chain=True, "
+            f"got shape {tuple(value.shape)}"
+        )
+
+
 def num_chains_of(params: dict[str, Tensor]) -> int:
     """Leading (chain) dimension shared by all stacked tensors; ValueError if they disagree."""
     sizes = {v.shape[0] for v in params.values()}
@@ -85,35 +97,46 @@ class ChainForward:
         buffers = dict(self.network.named_buffers())
         return functional_call(self.network, (params, buffers), (x,))
 
-    def _sequential(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        return torch.stack([self._single(chain(params, i), x) for i in range(num_chains_of(params))])
+    def _sequential(self, params: dict[str, Tensor], x: Tensor, per_chain: bool) -> Tensor:
+        return torch.stack([self._single(chain(params, i), x[i] if per_chain else x)
+                            for i in range(num_chains_of(params))])
 
-    def _vmapped(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        return vmap(self._single, in_dims=(0, None), randomness="different")(params, x)
+    def _vmapped(self, params: dict[str, Tensor], x: Tensor, per_chain: bool) -> Tensor:
+        return vmap(self._single, in_dims=(0, 0 if per_chain else None), randomness="different")(params, x)
 
-    def __call__(self, params: dict[str, Tensor], x: Tensor, chunk_size: int | None = None) -> Tensor:
+    def __call__(self, params: dict[str, Tensor], x: Tensor, chunk_size: int | None = None,
+                 per_chain: bool = False) -> Tensor:
         """Network outputs for every parameter set.
 
         Args:
             params: ``{name: (K, *shape)}`` stacked parameters.
-            x: ``(batch, ...)`` inputs shared by all chains.
+            x: ``(batch, ...)`` inputs shared by all chains, or ``(K, batch, ...)`` with
+                ``per_chain=True`` (chain ``k`` sees ``x[k]``).
             chunk_size: evaluate at most this many parameter sets at a time (bounds memory
                 when ``K`` is the number of stored samples); None: all at once.
+            per_chain: whether ``x`` has a leading chain axis.
 
         Returns:
             ``(K, batch, *out_shape)``.
+
+        Raises:
+            ValueError: ``per_chain`` and ``x`` is not ``(K, batch, ...)``.
         """
         k = num_chains_of(params)
+        if per_chain:
+            check_per_chain("x", x, k)
         if chunk_size is not None and chunk_size < k:
-            return torch.cat(
-                [self({n: v[i : i + chunk_size] for n, v in params.items()}, x) for i in range(0, k, chunk_size)]
-            )
+            return torch.cat([
+                self({n: v[i : i + chunk_size] for n, v in params.items()}, x[i : i + chunk_size] if per_chain else x,
+                     per_chain=per_chain)
+                for i in range(0, k, chunk_size)
+            ])
         if self.vectorize == "sequential":
-            return self._sequential(params, x)
+            return self._sequential(params, x, per_chain)
         if self.vectorize == "vmap":
-            return self._vmapped(params, x)
+            return self._vmapped(params, x, per_chain)
         try:
-            return self._vmapped(params, x)
+            return self._vmapped(params, x, per_chain)
         except (RuntimeError, NotImplementedError) as err:  # pragma: no cover - depends on the network
             warnings.warn(
                 f"vmap failed for {type(self.network).__name__} ({err}); running chains sequentially",
@@ -121,7 +144,7 @@ class ChainForward:
                 stacklevel=2,
             )
             self.vectorize = "sequential"
-            return self._sequential(params, x)
+            return self._sequential(params, x, per_chain)
 
 
 def mlp(

@@ -14,6 +14,14 @@ mixture learner" of the universality argument predicts with).
 
 Deep ensembles are the same object with ``temperature = 0`` (no noise: each chain is an
 independent MAP run) and a store keeping the last iterate; a single SGLD chain is ``K = 1``.
+
+Chains may also see different data (``per_chain=True``: minibatches ``x (K, B, ...)``,
+``y (K, B, ...)``, chain ``k`` scores ``x[k], y[k]``): bootstrap ensembles, cross-validation
+folds, or ``R`` independent data sets (e.g. the 20 UCI splits) each with its own group of
+chains, run as one vmapped ensemble of ``R * K`` chains (:func:`stack_ensembles` builds one
+from ``R`` ensembles; ``chains=`` selects a group's samples for prediction). Every chain's
+likelihood term is a mean over its own minibatch and its prior is weighted by the one
+``num_data``, so the groups' data sets must have the same size $N$.
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.func import vmap
 
-from probgen.ensembles.chains import ChainForward, init_chains
+from probgen.ensembles.chains import ChainForward, check_per_chain, init_chains
 from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood, StudentTLikelihood
 from probgen.ensembles.predictive import categorical_mixture, gaussian_mixture, student_t_mixture
 from probgen.ensembles.priors import GaussianPrior
@@ -225,20 +234,41 @@ class BayesianEnsemble(nn.Module):
         lik = {k[len(LIKELIHOOD_PREFIX):]: v for k, v in theta.items() if k.startswith(LIKELIHOOD_PREFIX)}
         return net, lik
 
-    def chain_losses(self, x: Tensor, y: Tensor, mean_first: bool = False) -> tuple[Tensor, Tensor]:
+    def chain_losses(self, x: Tensor, y: Tensor, mean_first: bool = False,
+                     per_chain: bool = False) -> tuple[Tensor, Tensor]:
         """Each chain's minibatch loss $\\ell_k$ and its network outputs.
 
         Args:
-            x: ``(batch, ...)`` inputs.
-            y: ``(batch, D)`` targets or ``(batch,)`` labels.
+            x: ``(batch, ...)`` inputs shared by all chains, or ``(K, batch, ...)`` with
+                ``per_chain=True``.
+            y: ``(batch, D)`` targets or ``(batch,)`` labels, or ``(K, batch, D)`` /
+                ``(K, batch)`` with ``per_chain=True``.
             mean_first: score with the likelihood's warm-start objective (heteroscedastic only).
+            per_chain: chain ``k`` scores its own minibatch ``x[k], y[k]``.
 
         Returns:
             ``losses (K,)`` and ``outputs (K, batch, out)``.
+
+        Raises:
+            ValueError: ``per_chain`` and ``x`` or ``y`` lacks the leading chain axis ``K``,
+                or their batch sizes differ.
         """
         net, lik = self.split(self.params())
-        out = self.forward_chains(net, x)
-        log_lik = self.likelihood.log_prob(out, y, lik, mean_first=mean_first).mean(1)
+        if per_chain:
+            k = self.num_chains
+            check_per_chain("x", x, k)
+            check_per_chain("y", y, k)
+            if x.shape[1] != y.shape[1]:
+                raise ValueError(f"x and y must hold the same per-chain batch, got x {tuple(x.shape)} "
+                                 f"and y {tuple(y.shape)}")
+        out = self.forward_chains(net, x, per_chain=per_chain)
+        if per_chain:  # each chain's outputs against its own targets: the likelihood sees one chain at a time
+            def one(o: Tensor, t: Tensor, p: dict[str, Tensor]) -> Tensor:
+                return self.likelihood.log_prob(o[None], t, {n: v[None] for n, v in p.items()},
+                                                mean_first=mean_first)[0]
+            log_lik = vmap(one)(out, y, lik).mean(1)
+        else:
+            log_lik = self.likelihood.log_prob(out, y, lik, mean_first=mean_first).mean(1)
         log_prior = self.prior.log_prob(net) + self.likelihood.prior_log_prob(lik)
         return -log_lik - log_prior / self.num_data, out
 
@@ -250,15 +280,17 @@ class BayesianEnsemble(nn.Module):
                                temperature=temperature, vectorize=vec, seed=seed, **kwargs)
 
     def train_step(self, x: Tensor, y: Tensor, sampler, schedule: SamplingSchedule,
-                   backward=None) -> Tensor:
+                   backward=None, per_chain: bool = False) -> Tensor:
         """One sampler step of every chain, then collect the new states if the schedule says so.
 
         Args:
-            x, y: a training minibatch.
+            x, y: a training minibatch (shared), or one per chain ``(K, batch, ...)`` with
+                ``per_chain=True`` (see :meth:`chain_losses`).
             sampler: the :class:`EnsembleSampler` (or Lightning's wrapper of it).
             schedule: step size, noise and collection rule.
             backward: how to backpropagate (default ``Tensor.backward``; Lightning passes
                 ``manual_backward``).
+            per_chain: whether ``x`` and ``y`` have a leading chain axis.
 
         Returns:
             ``(K,)`` losses of the chains before the step (detached).
@@ -268,7 +300,7 @@ class BayesianEnsemble(nn.Module):
         temperature = sampler.param_groups[0]["temperature"] if noise_on else 0.0
         for p in self.chains:
             p.grad = None
-        losses, _ = self.chain_losses(x, y, mean_first=schedule.mean_first(step))
+        losses, _ = self.chain_losses(x, y, mean_first=schedule.mean_first(step), per_chain=per_chain)
         (backward or Tensor.backward)(losses.sum())
         sampler.step(lr=lr, temperature=temperature)
         if collect:
@@ -278,12 +310,30 @@ class BayesianEnsemble(nn.Module):
                 self.recent.add(draw, step)
         return losses.detach()
 
-    def sample_set(self, source: str = "store") -> dict[str, Tensor]:
+    def chain_index(self, chains) -> Tensor:
+        """``chains`` (None, an int, a slice, or a sequence / 1-D tensor of chain indices) as a
+        ``(k,)`` long tensor of chain indices; ValueError naming ``chains`` if any is out of range."""
+        k = self.num_chains
+        if chains is None:
+            return torch.arange(k)
+        if isinstance(chains, slice):
+            return torch.arange(k)[chains]
+        if isinstance(chains, bool) or not isinstance(chains, (int, list, tuple, range, Tensor)):
+            raise TypeError(f"chains must be None, an int, a slice or a sequence of chain indices, got {chains!r}")
+        idx = torch.as_tensor([chains] if isinstance(chains, int) else list(chains) if not isinstance(chains, Tensor)
+                              else chains, dtype=torch.long).reshape(-1)
+        if idx.numel() == 0 or (idx < 0).any() or (idx >= k).any():
+            raise ValueError(f"chains must be non-empty indices in [0, {k}) (num_chains={k}), got {chains!r}")
+        return idx
+
+    def sample_set(self, source: str = "store", chains=None) -> dict[str, Tensor]:
         """Parameter sets the predictive averages over, ``{name: (S, ...)}``.
 
         Args:
-            source: ``"store"`` (all kept samples of all chains; the current states, with a
+            source: ``"store"`` (all kept samples of the chains; the current states, with a
                 warning, if the store is still empty) or ``"chains"`` (the current states only).
+            chains: only these chains' samples (None: all chains; an int, a slice, or a
+                sequence of indices), e.g. one data set's group of a stacked ensemble.
 
         Warns:
             UserWarning: ``source="store"`` but no sample has been kept yet (before the end of
@@ -292,9 +342,12 @@ class BayesianEnsemble(nn.Module):
         """
         if source not in ("store", "chains"):
             raise ValueError(f"source must be 'store' or 'chains', got {source!r}")
+        idx = None if chains is None else self.chain_index(chains)
         if source == "store":
             if len(self.store) > 0:
-                return self.store.flat_samples()
+                if idx is None:
+                    return self.store.flat_samples()
+                return {k: v[idx].reshape(-1, *v.shape[2:]) for k, v in self.store.samples().items()}
             warnings.warn(
                 f"no posterior sample has been kept yet (the store is empty: burn-in not over, "
                 f"or the model is untrained); predicting from the {self.num_chains} current chain "
@@ -302,37 +355,41 @@ class BayesianEnsemble(nn.Module):
                 UserWarning,
                 stacklevel=3,
             )
-        return {k: v.detach() for k, v in self.params().items()}
+        return {k: (v if idx is None else v[idx]).detach() for k, v in self.params().items()}
 
     @torch.no_grad()
-    def predict_outputs(self, x: Tensor, source: str = "store", chunk_size: int | None = 512) -> tuple[Tensor, dict]:
-        """Network outputs ``(S, batch, out)`` of every sample and the samples' likelihood params."""
-        net, lik = self.split(self.sample_set(source))
+    def predict_outputs(self, x: Tensor, source: str = "store", chunk_size: int | None = 512,
+                        chains=None) -> tuple[Tensor, dict]:
+        """Network outputs ``(S, batch, out)`` of every sample and the samples' likelihood params
+        (``chains``: only those chains' samples, see :meth:`sample_set`)."""
+        net, lik = self.split(self.sample_set(source, chains))
         return self.forward_chains(net, x, chunk_size=chunk_size), lik
 
     @torch.no_grad()
-    def per_sample_predictions(self, x: Tensor, source: str = "store", chunk_size: int | None = 512):
+    def per_sample_predictions(self, x: Tensor, source: str = "store", chunk_size: int | None = 512, chains=None):
         """Per-sample predictive: ``(mean, var)`` each ``(S, batch, D)`` for regression, or
-        ``probs (S, batch, C)`` for classification."""
-        out, lik = self.predict_outputs(x, source, chunk_size)
+        ``probs (S, batch, C)`` for classification (``chains``: see :meth:`sample_set`)."""
+        out, lik = self.predict_outputs(x, source, chunk_size, chains)
         if isinstance(self.likelihood, CategoricalLikelihood):
             return self.likelihood.probs(out)
         return self.likelihood.moments(out, lik)
 
     @torch.no_grad()
-    def predictive_log_prob(self, x: Tensor, y: Tensor, source: str = "store", chunk_size: int | None = 512) -> Tensor:
+    def predictive_log_prob(self, x: Tensor, y: Tensor, source: str = "store", chunk_size: int | None = 512,
+                            chains=None) -> Tensor:
         r"""Log density of the mixture predictive, $\log\frac1S\sum_s p(y_i\mid x_i,\theta_s)$, ``(batch,)``.
 
         Uses the likelihood's own per-sample ``log_prob``, so it holds for any observation model
-        (Gaussian, Student-t, categorical), not only for Gaussian mixtures.
+        (Gaussian, Student-t, categorical), not only for Gaussian mixtures. ``chains``: only
+        those chains' samples (see :meth:`sample_set`).
         """
-        out, lik = self.predict_outputs(x, source, chunk_size)
+        out, lik = self.predict_outputs(x, source, chunk_size, chains)
         log_p = self.likelihood.log_prob(out, y, lik)
         return torch.logsumexp(log_p, 0) - math.log(log_p.shape[0])
 
     @torch.no_grad()
-    def predictive(self, x: Tensor, source: str = "store", chunk_size: int | None = 512):
-        """The Bayesian mixture predictive at ``x (batch, ...)``.
+    def predictive(self, x: Tensor, source: str = "store", chunk_size: int | None = 512, chains=None):
+        """The Bayesian mixture predictive at ``x (batch, ...)`` (``chains``: see :meth:`sample_set`).
 
         Returns:
             Regression: ``MixtureSameFamily`` (batch_shape ``(batch,)``, event ``(D,)``) with
@@ -340,9 +397,44 @@ class BayesianEnsemble(nn.Module):
             sample-averaged probabilities.
         """
         if isinstance(self.likelihood, StudentTLikelihood):
-            out, lik = self.predict_outputs(x, source, chunk_size)
+            out, lik = self.predict_outputs(x, source, chunk_size, chains)
             return student_t_mixture(*self.likelihood.scales(out, lik), self.likelihood.df)
-        pred = self.per_sample_predictions(x, source, chunk_size)
+        pred = self.per_sample_predictions(x, source, chunk_size, chains)
         if isinstance(self.likelihood, CategoricalLikelihood):
             return categorical_mixture(pred)
         return gaussian_mixture(*pred)
+
+
+def stack_ensembles(ensembles: list[BayesianEnsemble]) -> BayesianEnsemble:
+    """One ensemble whose chains are those of ``ensembles``, in order (group ``r`` holds chains
+    ``sum(K_0..K_{r-1})`` to ``sum(K_0..K_r) - 1``).
+
+    The groups are meant to see their own data (``per_chain=True`` minibatches) in one vmapped
+    run; each keeps its initial states, so a stacked deterministic run (temperature 0) equals
+    the separate runs. The network, likelihood, prior and store settings (capacity, policy,
+    seed, ``recent_size``) are those of the first ensemble; the stores start empty.
+
+    Raises:
+        ValueError: no ensemble, trained ones (non-empty stores), or ensembles that differ in
+            ``num_data`` or in their parameter names and shapes.
+    """
+    if not ensembles:
+        raise ValueError("ensembles must hold at least one BayesianEnsemble, got none")
+    first = ensembles[0]
+    for i, e in enumerate(ensembles):
+        if e.num_data != first.num_data:
+            raise ValueError(f"ensembles must share num_data (one N weights every chain's prior), "
+                             f"got {first.num_data} and {e.num_data} (ensembles[{i}])")
+        shapes = [(n, tuple(p.shape[1:])) for n, p in e.params().items()]
+        if shapes != [(n, tuple(p.shape[1:])) for n, p in first.params().items()]:
+            raise ValueError(f"ensembles[{i}] has other parameters than ensembles[0]: {shapes}")
+        if len(e.store) > 0:
+            raise ValueError(f"ensembles[{i}] has kept samples; stack untrained ensembles")
+    recent = first.recent.capacity if first.recent is not None else 0
+    out = BayesianEnsemble(first.network, first.likelihood, first.prior, sum(e.num_chains for e in ensembles),
+                           first.num_data, first.store.capacity, first.store.policy, first.forward_chains.vectorize,
+                           first.store.seed, recent_size=recent)
+    with torch.no_grad():
+        for j, p in enumerate(out.chains):
+            p.copy_(torch.cat([e.chains[j].detach() for e in ensembles]))
+    return out
