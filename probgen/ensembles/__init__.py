@@ -9,6 +9,7 @@ are configurations of the same objects.
 from probgen.ensembles.chains import ChainForward, init_chains, mlp
 from probgen.ensembles.diagnostics import chain_diagnostics
 from probgen.ensembles.ensemble import BayesianEnsemble, SamplingSchedule, run_length, stack_ensembles, steps_of
+from probgen.ensembles.hyperpriors import gibbs_hyperpriors
 from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood, StudentTLikelihood
 from probgen.ensembles.module import SGLDEnsemble
 from probgen.ensembles.predictive import (
@@ -19,7 +20,7 @@ from probgen.ensembles.predictive import (
     mutual_information,
     predictive_entropy,
 )
-from probgen.ensembles.priors import DistributionPrior, GaussianPrior, make_prior
+from probgen.ensembles.priors import DistributionPrior, GaussianPrior, HierarchicalGaussianPrior, make_prior
 from probgen.ensembles.sampler import EnsembleSampler
 from probgen.ensembles.store import SampleStore
 
@@ -31,6 +32,7 @@ __all__ = [
     "EnsembleSampler",
     "GaussianLikelihood",
     "GaussianPrior",
+    "HierarchicalGaussianPrior",
     "SGLDEnsemble",
     "SampleStore",
     "SamplingSchedule",
@@ -41,6 +43,7 @@ __all__ = [
     "categorical_mixture",
     "chain_diagnostics",
     "gaussian_mixture",
+    "gibbs_hyperpriors",
     "init_chains",
     "make_prior",
     "mixture_moments",

@@ -38,7 +38,7 @@ from torch.func import vmap
 from probgen.ensembles.chains import ChainForward, check_per_chain, init_chains
 from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood, StudentTLikelihood
 from probgen.ensembles.predictive import categorical_mixture, gaussian_mixture, student_t_mixture
-from probgen.ensembles.priors import GaussianPrior
+from probgen.ensembles.priors import GaussianPrior, HierarchicalGaussianPrior
 from probgen.ensembles.sampler import EnsembleSampler
 from probgen.ensembles.store import SampleStore
 from probgen.samplers.schedules import cyclical_phase, cyclical_schedule, polynomial_schedule
@@ -207,6 +207,8 @@ class BayesianEnsemble(nn.Module):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 init = self.prior.sample_like(template, generator=g)
+        if isinstance(self.prior, HierarchicalGaussianPrior):  # per-chain precisions: a buffer (state)
+            self.prior.bind(init)
         dtype = next(iter(init.values())).dtype
         lik = likelihood.init_params(num_chains, dtype)
         init.update({LIKELIHOOD_PREFIX + k: v for k, v in lik.items()})

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-NOISE_MODES = ("fixed", "learnt", "heteroscedastic")
+from probgen.samplers.gibbs import gamma_precision_gibbs
+
+NOISE_MODES = ("fixed", "learnt", "gibbs", "heteroscedastic")
 
 
 class GaussianLikelihood:
@@ -24,10 +26,13 @@ class GaussianLikelihood:
     Args:
         noise: ``"fixed"`` ($\sigma$ = ``scale``), ``"learnt"`` (one $\log\sigma$ per sample,
             drawn by the sampler with the weights under a Gamma prior on the precision
-            $\sigma^{-2}$), or ``"heteroscedastic"`` (the network outputs $2D$ values: the
+            $\sigma^{-2}$), ``"gibbs"`` (the same homoscedastic model and prior, but the
+            precision is drawn from its Gamma conditional by :meth:`gibbs_log_scale` instead of
+            being moved by the SG-MCMC step: the sampler sees no gradient on it), or
+            ``"heteroscedastic"`` (the network outputs $2D$ values: the
             mean and a raw scale, $\sigma = \mathrm{softplus}(\cdot) + $ ``min_scale``, as in
             deep ensembles, Lakshminarayanan et al. 2017, Sec. 2.2.1).
-        scale: the fixed $\sigma$, or the initial $\sigma$ when learnt; > 0.
+        scale: the fixed $\sigma$, or the initial $\sigma$ when learnt or Gibbs-sampled; > 0.
         precision_concentration: shape $a$ of the Gamma prior on $\sigma^{-2}$ (learnt noise).
         precision_rate: rate $b$ of that prior.
         min_scale: floor of the heteroscedastic $\sigma$, > 0.
@@ -55,8 +60,8 @@ class GaussianLikelihood:
         return 2 * target_dim if self.noise == "heteroscedastic" else target_dim
 
     def init_params(self, num_samples: int, dtype: torch.dtype, device: torch.device | None = None) -> dict[str, Tensor]:
-        """Initial likelihood parameters, ``{"log_scale": (S,)}`` when learnt, else empty."""
-        if self.noise != "learnt":
+        """Initial likelihood parameters, ``{"log_scale": (S,)}`` when learnt or Gibbs-sampled, else empty."""
+        if self.noise not in ("learnt", "gibbs"):
             return {}
         return {"log_scale": torch.full((num_samples,), math.log(self.scale), dtype=dtype, device=device)}
 
@@ -75,8 +80,11 @@ class GaussianLikelihood:
                 raise ValueError(f"heteroscedastic noise needs an even number of outputs, got {output.shape[-1]}")
             mean, raw = output.chunk(2, dim=-1)
             return mean, (F.softplus(raw) + self.min_scale).square()
-        if self.noise == "learnt":
-            log_scale = params["log_scale"].reshape(-1, *([1] * (output.dim() - 1)))
+        if self.noise in ("learnt", "gibbs"):
+            log_scale = params["log_scale"]
+            if self.noise == "gibbs":  # moved by Gibbs draws only, never by a gradient step
+                log_scale = log_scale.detach()
+            log_scale = log_scale.reshape(-1, *([1] * (output.dim() - 1)))
             return output, torch.exp(2 * log_scale).expand_as(output)
         return output, torch.full_like(output, self.scale**2)
 
@@ -106,11 +114,35 @@ class GaussianLikelihood:
         return (-0.5 * (math.log(2 * math.pi) + var.log() + (y - mean).square() / var)).sum(-1)
 
     def prior_log_prob(self, params: dict[str, Tensor]) -> Tensor | float:
-        r"""$\log p(\log\sigma)$ per sample ``(S,)`` (Gamma$(a, b)$ on $\tau=\sigma^{-2}$, Jacobian $2\tau$)."""
+        r"""$\log p(\log\sigma)$ per sample ``(S,)`` (Gamma$(a, b)$ on $\tau=\sigma^{-2}$, Jacobian $2\tau$).
+
+        0 for ``"gibbs"`` noise: its prior enters through the Gibbs conditional, not the loss.
+        """
         if self.noise != "learnt":
             return 0.0
         tau = torch.exp(-2 * params["log_scale"])
         return self.a * tau.log() - self.b * tau + math.log(2.0) + self.a * math.log(self.b) - math.lgamma(self.a)
+
+    @torch.no_grad()
+    def gibbs_log_scale(self, sum_sq: Tensor, count: float | Tensor,
+                        generator: torch.Generator | None = None) -> Tensor:
+        r"""A Gibbs draw of $\log\sigma$ per sample from the precision's Gamma conditional.
+
+        With residuals $r_i = y_i - \mu_\theta(x_i)$ over $n$ target values,
+        $\tau = \sigma^{-2} \mid \theta, \mathcal D \sim \mathrm{Gamma}(a + n/2,\ b + \frac12\sum_i r_i^2)$.
+
+        Args:
+            sum_sq: ``(S,)`` residual sums of squares $\sum_i r_i^2$ (over the full data; see
+                :func:`~probgen.ensembles.gibbs_hyperpriors` for a minibatch estimate).
+            count: $n$, the number of residuals (data points times target dims).
+            generator: optional ``torch.Generator``.
+
+        Returns:
+            ``(S,)`` new $\log\sigma = -\frac12\log\tau$.
+        """
+        if self.noise != "gibbs":
+            raise ValueError(f"gibbs_log_scale needs noise='gibbs', got noise={self.noise!r}")
+        return -0.5 * gamma_precision_gibbs(sum_sq, count, self.a, self.b, generator).log()
 
 
 class StudentTLikelihood(GaussianLikelihood):
@@ -133,6 +165,9 @@ class StudentTLikelihood(GaussianLikelihood):
                  precision_concentration: float = 1.0, precision_rate: float = 0.1, min_scale: float = 1e-3) -> None:
         if isinstance(df, bool) or not isinstance(df, (int, float)) or not df > 0 or not math.isfinite(df):
             raise ValueError(f"df must be a finite number > 0, got {df!r}")
+        if noise == "gibbs":
+            raise ValueError("StudentTLikelihood does not support noise='gibbs' (its scale has no conjugate "
+                             "Gamma conditional); use noise='learnt' (sampled with the weights) or 'fixed'")
         super().__init__(noise, scale, precision_concentration, precision_rate, min_scale)
         self.df = float(df)
 

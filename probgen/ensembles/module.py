@@ -19,18 +19,20 @@ from probgen.base import ProbgenModule
 from probgen.ensembles.chains import mlp
 from probgen.ensembles.diagnostics import chain_diagnostics
 from probgen.ensembles.ensemble import SCHEDULES, BayesianEnsemble, SamplingSchedule, run_length, steps_of
+from probgen.ensembles.hyperpriors import gibbs_hyperpriors
 from probgen.ensembles.likelihoods import CategoricalLikelihood, GaussianLikelihood, StudentTLikelihood
 from probgen.ensembles.predictive import (
     mixture_moments,
     mutual_information,
     predictive_entropy,
 )
-from probgen.ensembles.priors import make_prior
+from probgen.ensembles.priors import PRECISION_GROUPS, HierarchicalGaussianPrior, make_prior
 from probgen.ensembles.sampler import SAMPLERS
 from probgen.ensembles.store import STORE_POLICIES
 from probgen.validation import check_choice, check_int, check_real
 
 LIKELIHOODS = ("gaussian", "student_t", "categorical")
+HYPERPRIORS = ("gamma",)
 log = logging.getLogger(__name__)
 
 
@@ -52,8 +54,10 @@ class SGLDEnsemble(ProbgenModule):
             doubles the network's outputs.
         likelihood: ``"gaussian"``, ``"student_t"`` (degrees of freedom ``noise_df``; its scale
             follows ``noise``) or ``"categorical"``.
-        noise: Gaussian noise model: ``"fixed"``, ``"learnt"`` (sampled, Gamma prior on the
-            precision) or ``"heteroscedastic"``.
+        noise: Gaussian noise model: ``"fixed"``, ``"learnt"`` (sampled with the weights, Gamma
+            prior on the precision), ``"gibbs"`` (the same prior; the precision is drawn from its
+            Gamma conditional given the residuals on the full training split every
+            ``gibbs_every`` steps, see :mod:`probgen.ensembles.hyperpriors`) or ``"heteroscedastic"``.
         noise_scale: the fixed (or initial learnt) noise std, in target units; for
             heteroscedastic noise, the std the mean is fitted under during ``warm_start``.
         noise_df: degrees of freedom of the Student-t likelihood, > 0.
@@ -61,6 +65,15 @@ class SGLDEnsemble(ProbgenModule):
         prior: ``"gaussian"``, ``"laplace"`` or ``"student_t"`` i.i.d. on every weight.
         prior_scale: its scale; ``prior_df``: the Student-t degrees of freedom.
         prior_fan_in: divide the Gaussian prior variance of weight matrices by their fan-in.
+        hyperprior: None, or ``"gamma"``: a Gamma$(a_w, b_w)$ hyperprior on the Gaussian prior's
+            precision, one precision per chain and group, drawn by Gibbs every ``gibbs_every``
+            steps (:class:`~probgen.ensembles.priors.HierarchicalGaussianPrior`; ``prior_scale``
+            is the initial prior std). Needs ``prior="gaussian"``.
+        hyperprior_groups: ``"tensor"`` (a precision per parameter tensor: each layer's weights
+            and biases) or ``"global"`` (one per chain).
+        hyperprior_concentration, hyperprior_rate: $a_w, b_w > 0$.
+        gibbs_every: steps between Gibbs draws of the precisions (``hyperprior`` and/or
+            ``noise="gibbs"``), >= 1.
         num_chains: K.
         sampler: ``"sgld"``, ``"psgld"``, ``"sghmc"`` or ``"adaptive_sghmc"`` (scale-adapted
             SGHMC, Springenberg et al. 2016: its preconditioner adapts during ``burn_in``).
@@ -120,6 +133,11 @@ class SGLDEnsemble(ProbgenModule):
         prior_scale: float = 1.0,
         prior_df: float = 3.0,
         prior_fan_in: bool = False,
+        hyperprior: str | None = None,
+        hyperprior_groups: str = "tensor",
+        hyperprior_concentration: float = 1.0,
+        hyperprior_rate: float = 1.0,
+        gibbs_every: int = 1,
         num_chains: int = 8,
         sampler: str = "sgld",
         lr: float = 1e-4,
@@ -157,6 +175,17 @@ class SGLDEnsemble(ProbgenModule):
         check_real("noise_df", noise_df, gt=0)
         check_real("prior_scale", prior_scale, gt=0)
         check_real("prior_df", prior_df, gt=0)
+        check_choice("hyperprior", hyperprior, HYPERPRIORS, allow_none=True)
+        check_choice("hyperprior_groups", hyperprior_groups, PRECISION_GROUPS)
+        check_real("hyperprior_concentration", hyperprior_concentration, gt=0)
+        check_real("hyperprior_rate", hyperprior_rate, gt=0)
+        check_int("gibbs_every", gibbs_every, ge=1)
+        if hyperprior is not None and prior != "gaussian":
+            raise ValueError(f"hyperprior={hyperprior!r} needs prior='gaussian' (a Gamma hyperprior on its "
+                             f"precision), got prior={prior!r}")
+        if noise == "gibbs" and likelihood != "gaussian":
+            raise ValueError(f"noise='gibbs' needs likelihood='gaussian' (a conjugate Gamma conditional), "
+                             f"got likelihood={likelihood!r}")
         check_int("num_chains", num_chains, ge=1)
         check_choice("sampler", sampler, SAMPLERS)
         check_real("lr", lr, gt=0)
@@ -201,6 +230,7 @@ class SGLDEnsemble(ProbgenModule):
         self._lr = lr
         self._eval: dict[str, list] = {}
         self._run_x: Tensor | None = None  # inputs of the run-control diagnostics
+        self._gibbs_xy: tuple[Tensor, Tensor] | None = None  # the full training split (Gibbs noise)
         self.stopped_at: int | None = None  # the step run control stopped after
 
     def _build(self, input_dim: int | None, network: nn.Module | None = None) -> None:
@@ -211,14 +241,24 @@ class SGLDEnsemble(ProbgenModule):
             lik = StudentTLikelihood(hp.noise_df, hp.noise, hp.noise_scale, hp.precision_concentration, hp.precision_rate)
         else:
             lik = CategoricalLikelihood()
+        if hp.get("hyperprior") is not None:
+            prior = HierarchicalGaussianPrior(hp.hyperprior_concentration, hp.hyperprior_rate, hp.hyperprior_groups,
+                                              hp.prior_fan_in, hp.prior_scale)
+        else:
+            prior = make_prior(hp.prior, hp.prior_scale, hp.prior_df, hp.prior_fan_in)
         if network is None:
             hidden = hp.hidden_dims if hp.hidden_dims is not None else [50]
             network = mlp(input_dim, lik.output_dim(hp.output_dim), hidden, hp.activation)
         self.ensemble = BayesianEnsemble(
-            network, lik, make_prior(hp.prior, hp.prior_scale, hp.prior_df, hp.prior_fan_in), hp.num_chains,
+            network, lik, prior, hp.num_chains,
             hp.num_data or 1, hp.store_size, hp.store_policy, hp.vectorize, hp.seed, hp.init,
             recent_size=hp.diag_draws if self.run_control else 0,
         )
+
+    @property
+    def gibbs(self) -> bool:
+        """Whether precisions are drawn by Gibbs (``hyperprior`` set or ``noise="gibbs"``)."""
+        return self.hparams.get("hyperprior") is not None or self.hparams.get("noise") == "gibbs"
 
     @property
     def run_control(self) -> bool:
@@ -255,6 +295,11 @@ class SGLDEnsemble(ProbgenModule):
             self.ensemble.to(self.device)
         if train is not None and self.run_control:
             self._run_x = train[0][:64]
+        if hp.noise == "gibbs" and hp.likelihood == "gaussian" and stage == "fit":
+            if train is None:
+                raise ValueError("noise='gibbs' draws the noise precision from the residuals on the full training "
+                                 "set: it needs a datamodule with a 'train' split (splits['train'] = (x, y))")
+            self._gibbs_xy = (train[0], train[1])
         if hp.num_data is None and train is not None:
             self.ensemble.num_data = len(train[0])
         n = self.ensemble.num_data
@@ -294,6 +339,11 @@ class SGLDEnsemble(ProbgenModule):
         opt = self.optimizers()
         step = opt.param_groups[0]["num_steps"]
         losses = self.ensemble.train_step(x, y, opt, self.schedule, backward=self.manual_backward)
+        if self.gibbs and (step + 1) % self.hparams.gibbs_every == 0:
+            xy = self._gibbs_xy or (None, None)
+            if xy[0] is not None and xy[0].device != x.device:
+                xy = self._gibbs_xy = (xy[0].to(x.device), xy[1].to(x.device))
+            gibbs_hyperpriors(self.ensemble, *xy, step=step, seed=self.hparams.seed)
         self.log("train/loss", losses.mean(), prog_bar=True)
         self.log("train/lr", self.schedule.at(step)[0])
         self.log("train/kept", float(len(self.ensemble.store)))
