@@ -270,10 +270,23 @@ class GuidedEuler(SDESolver):
         V = G[:, :D, :]
         mean = torch.add(y, f, alpha=h)
         m = V.shape[-1]
-        A = torch.eye(m, dtype=y.dtype, device=y.device) + h * (V.transpose(1, 2) @ (P @ V))
-        chol = torch.linalg.cholesky(A)
-        b = (V.transpose(1, 2) @ (q - mean[:, :D] @ P).unsqueeze(-1))  # (batch, m, 1)
-        mu = h * torch.cholesky_solve(b, chol).squeeze(-1)
+        r = q - mean[:, :D] @ P  # (batch, D): the message's gradient at the Euler mean
+        if m == 1:  # scalar noise per path: A is (batch, 1), its Cholesky factor sqrt(A)
+            v = V[..., 0]
+            A = 1.0 + h * (v * (v @ P)).sum(-1, keepdim=True)
+            mu = h * (v * r).sum(-1, keepdim=True) / A
+            root = torch.sqrt(A)
+            chol_t_inv = lambda x: x / root  # noqa: E731  (chol^{-T} x)
+            chol_t = lambda x: root * x  # noqa: E731
+            log_det = 0.5 * torch.log(A).sum(-1)
+        else:
+            A = torch.eye(m, dtype=y.dtype, device=y.device) + h * (V.transpose(1, 2) @ (P @ V))
+            chol = torch.linalg.cholesky(A)
+            mu = h * torch.cholesky_solve(V.transpose(1, 2) @ r.unsqueeze(-1), chol).squeeze(-1)
+            chol_t_inv = lambda x: torch.linalg.solve_triangular(  # noqa: E731
+                chol.transpose(1, 2), x.unsqueeze(-1), upper=True).squeeze(-1)
+            chol_t = lambda x: (chol.transpose(1, 2) @ x.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+            log_det = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         xi = dW / math.sqrt(h)
         u, log_var = self.transition(t[0], y) if self.transition is not None else (None, None)
         if u is not None and (u.shape != dW.shape or (log_var is not None and log_var.shape != dW.shape)):
@@ -281,15 +294,13 @@ class GuidedEuler(SDESolver):
                              f"got {tuple(u.shape)} and {None if log_var is None else tuple(log_var.shape)}")
         scaled = xi if log_var is None else torch.exp(0.5 * log_var) * xi
         shift = mu if u is None else mu + u * h
-        w = shift + math.sqrt(h) * torch.linalg.solve_triangular(
-            chol.transpose(1, 2), scaled.unsqueeze(-1), upper=True).squeeze(-1)
+        w = shift + math.sqrt(h) * chol_t_inv(scaled)
         # log q(w) - log p(w) with the residual (u, log_var) detached in the density (its score term has mean
         # zero; dropping it makes the residual's gradient vanish where the guide is exact): with
         # e = diag(kappa)^{-1} chol^T (w - mu - u h) / sqrt(h) (= xi in value),
         # log q(w) = -|e|^2 / 2 - log det(factor), log det(factor) = (m/2) log h - log det chol + sum log_var / 2
         resid = w - mu if u is None else w - mu - u.detach() * h
-        e = (chol.transpose(1, 2) @ resid.unsqueeze(-1)).squeeze(-1) / math.sqrt(h)
-        log_det = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        e = chol_t(resid) / math.sqrt(h)
         if log_var is not None:
             e = e * torch.exp(-0.5 * log_var.detach())
             log_det = log_det - 0.5 * log_var.detach().sum(-1)

@@ -118,3 +118,37 @@ def test_guided_rejects_posterior_y0():
         FractionalSDE(transition="guided", posterior_y0=True)
     with pytest.raises(ValueError, match="transition"):
         FractionalSDE(transition="guide")
+
+
+@pytest.mark.slow
+def test_learnt_hurst_is_the_maximum_likelihood_hurst_of_the_k_term_model():
+    # full batch, so every gradient is d log p / dH exactly: training is gradient ascent on the exact
+    # likelihood, and the learnt H must be its argmax (golden-section search of the closed form)
+    g = torch.Generator().manual_seed(0)
+    times, paths = simulate_fou(64, 0.8, theta=1.0, horizon=2.0, n_obs=20, generator=g)
+    values = (paths + 0.05 * torch.randn(paths.shape, generator=g)).unsqueeze(-1)
+
+    def ll(h):
+        m = MarkovFBM(h, 10, 20.0, 2.0, dtype=D)
+        return float(log_likelihood(fou_chain(m, 1.0, 1.0, times.to(D), 0.02, 0.05), values.to(D)).mean())
+
+    lo, hi, r = 0.5, 0.95, (math.sqrt(5) - 1) / 2
+    while hi - lo > 1e-4:
+        a, b = hi - r * (hi - lo), lo + r * (hi - lo)
+        lo, hi = (lo, b) if ll(a) > ll(b) else (a, hi)
+    mle = 0.5 * (lo + hi)
+    torch.manual_seed(0)
+    model = FractionalSDE(n_ou=10, gamma_max=20.0, horizon=2.0, hurst=0.5, theta=1.0, context="next_obs",
+                          transition="guided", obs_std=0.05, dt=0.02, control="affine", control_hidden=16,
+                          control_depth=1, lr=0.01, hurst_lr=0.05)
+    opt = model.configure_optimizers()
+    trace = []
+    for _ in range(80):
+        loss = -model.elbo(values, times)["elbo"].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        trace.append(float(model.sde.hurst))
+    learnt = sum(trace[-16:]) / 16
+    print(f"learnt H {learnt:.4f}, closed-form MLE {mle:.4f} (true 0.8)")
+    assert abs(learnt - mle) < 0.01
