@@ -24,6 +24,7 @@ from probgen.energy.noise import (
     GaussianNoise,
     NoiseDistribution,
     NoiseEnergy,
+    PulledBackEnergy,
     build_noise,
 )
 from probgen.energy.objectives import (
@@ -44,6 +45,7 @@ from probgen.energy.partition import (
     LogPartitionEstimate,
     log_likelihood,
     log_partition_ais,
+    log_partition_ais_flow,
     log_partition_grid,
     log_partition_importance,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "SoftMinEnergy",
     "SumEnergy",
     "build_energy",
+    "PulledBackEnergy",
     "build_noise",
     "compositional_loss",
     "contrastive_divergence_loss",
@@ -78,6 +81,7 @@ __all__ = [
     "log_likelihood",
     "log_mean_exp",
     "log_partition_ais",
+    "log_partition_ais_flow",
     "log_partition_grid",
     "log_partition_importance",
     "minibatch_loss",

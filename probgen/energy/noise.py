@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from probgen.energy.energies import Energy
 from probgen.exceptions import NotPositiveDefiniteError
 
-__all__ = ["FlowNoise", "GaussianMixtureNoise", "GaussianNoise", "NoiseDistribution", "build_noise"]
+__all__ = ["FlowNoise", "GaussianMixtureNoise", "GaussianNoise", "NoiseDistribution", "PulledBackEnergy", "build_noise"]
 
 
 def _robust_cholesky(cov: Tensor, where: str) -> Tensor:
@@ -468,6 +468,29 @@ class FlowNoise(NoiseDistribution):
         x = generate(self.velocity, x0, steps=self.steps, method="ode", solver=self.solver, t_span=self.t_span, rtol=self.rtol, atol=self.atol)
         return x.reshape(n, *self.event_shape)
 
+    def transport(self, z: Tensor) -> Tensor:
+        """The flow map $T$: base points ``z: (n, d)`` to data space ``(n, *event_shape)``.
+
+        The solve of :meth:`sample` (same solver, steps and time span), without ``no_grad``:
+        differentiable in ``z``, so an energy of $T(z)$ can be sampled or annealed in the base
+        space (:class:`PulledBackEnergy`). ``sample(n, g)`` equals ``transport(base.sample(n, g))``.
+        """
+        from probgen.interpolants.generate import generate
+
+        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.dim:
+            raise ValueError(f"z must be a (n, {self.dim}) tensor of base points, got {getattr(z, 'shape', type(z).__name__)}")
+        x = generate(self.velocity, z.to(self._anchor), steps=self.steps, method="ode", solver=self.solver, t_span=self.t_span, rtol=self.rtol, atol=self.atol)
+        return x.reshape(z.shape[0], *self.event_shape).to(z.dtype)
+
+    @torch.no_grad()
+    def inverse(self, x: Tensor) -> Tensor:
+        """$T^{-1}$: data ``x: (n, *event_shape)`` to base points ``(n, d)`` by the ODE run backwards."""
+        from probgen.interpolants.generate import generate
+
+        flat = self._flat(x).to(self._anchor)
+        z = generate(self.velocity, flat, steps=self.steps, method="ode", solver=self.solver, direction="backward", t_span=self.t_span, rtol=self.rtol, atol=self.atol)
+        return z.to(x.dtype)
+
     def log_prob(self, x: Tensor) -> Tensor:
         """$\\log q(x)$ ``(n,)`` by the likelihood ODE, differentiable in ``x`` when ``x`` requires grad."""
         from probgen.interpolants.likelihood import log_likelihood
@@ -512,6 +535,36 @@ class NoiseEnergy(Energy):
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
         return -self.noise.log_prob(x)
+
+
+class PulledBackEnergy(Energy):
+    """A tilted flow model in the flow's base coordinates: $E_z(z) = E_{net}(T(z)) - \\log\\rho_0(z)$.
+
+    For $q = T_\\#\\rho_0$ (:class:`FlowNoise`, $T$ its discretised flow map, :meth:`FlowNoise.transport`)
+    the tilted model $p(x) \\propto q(x)\\,e^{-E_{net}(x)}$ is the push-forward by $T$ of
+    $p_z(z) \\propto \\rho_0(z)\\,e^{-E_{net}(T(z))} = e^{-E_z(z)}$, and both have the same
+    normaliser $Z = \\mathbb E_{\\rho_0}[e^{-E_{net}(T(z))}]$. Sampling or annealing $p_z$ needs
+    gradients through the sampling ODE only, never $\\log q$ or its divergence, and its geometry is
+    the base's (near-Gaussian) rather than the data's (the "neural transport" reparameterisation,
+    Hoffman et al. 2019). AIS from $\\rho_0$ on $E_z$ (:func:`~probgen.energy.log_partition_ais_flow`)
+    then brackets $\\log Z$ of the tilted model exactly for the discretised $T$.
+
+    Args:
+        tilt: $E_{net}$ on data space (event shape of the flow).
+        flow: the :class:`FlowNoise` $q$; its base must have a differentiable ``log_prob``.
+    """
+
+    def __init__(self, tilt: Energy, flow: FlowNoise) -> None:
+        if not isinstance(flow, FlowNoise):
+            raise TypeError(f"flow must be a FlowNoise, got {type(flow).__name__}")
+        if not isinstance(tilt, Energy) or tilt.event_shape != flow.event_shape:
+            raise ValueError(f"tilt must be an Energy on the flow's event shape {flow.event_shape}, got {getattr(tilt, 'event_shape', type(tilt).__name__)}")
+        super().__init__((flow.dim,))
+        self.tilt, self.flow = tilt, flow
+
+    def forward(self, z: Tensor) -> Tensor:
+        self._check(z)
+        return self.tilt(self.flow.transport(z)) - self.flow.base.log_prob(z).to(z.dtype)
 
 
 def build_noise(kind: str, event_shape, **kwargs) -> NoiseDistribution:

@@ -17,6 +17,7 @@ __all__ = [
     "LogPartitionEstimate",
     "log_likelihood",
     "log_partition_ais",
+    "log_partition_ais_flow",
     "log_partition_grid",
     "log_partition_importance",
 ]
@@ -158,6 +159,39 @@ def log_partition_ais(
         rev = reverse_ais(energy, noise, x_target, betas, **kw)
         upper, upper_se = rev.log_z, rev.std_err
     return LogPartitionBracket(lower=fwd.log_z, upper=upper, ess=fwd.ess, lower_std_err=fwd.std_err, upper_std_err=upper_se, num_chains=num_chains)
+
+
+def log_partition_ais_flow(
+    tilt: Energy,
+    flow,
+    num_chains: int = 1000,
+    num_levels: int = 100,
+    x_target: Tensor | None = None,
+    *,
+    steps_per_level: int = 1,
+    step_size: float = 0.05,
+    generator: torch.Generator | None = None,
+) -> LogPartitionBracket:
+    """AIS bracket on $\\log Z$ of the tilted flow model $p \\propto q\\,e^{-E_{net}}$, annealed in the base space.
+
+    :func:`log_partition_ais` on :class:`~probgen.energy.PulledBackEnergy` from the flow's base
+    $\\rho_0$: the path is $\\rho_0(z)\\,e^{-\\beta E_{net}(T(z))}$, so no $\\log q$ (no divergence
+    solve) is needed, only gradients through the sampling ODE. The reverse run starts from
+    $T^{-1}(x_{target})$ (:meth:`~probgen.energy.FlowNoise.inverse`). The bracket is on the
+    $\\log Z$ of $q = T_\\#\\rho_0$ for the discretised map $T$, the $q$ that
+    :meth:`~probgen.energy.FlowNoise.sample` draws from.
+
+    Args:
+        tilt: $E_{net}$ (data space).
+        flow: the :class:`~probgen.energy.FlowNoise` $q$.
+        num_chains, num_levels, steps_per_level, step_size, generator: as :func:`log_partition_ais`.
+        x_target: data-space starts of the reverse run (see :func:`log_partition_ais`), or None.
+    """
+    from probgen.energy.noise import PulledBackEnergy
+
+    pulled = PulledBackEnergy(tilt, flow)
+    z_target = None if x_target is None else flow.inverse(x_target)
+    return log_partition_ais(pulled, flow.base, num_chains, num_levels, z_target, steps_per_level=steps_per_level, step_size=step_size, generator=generator)
 
 
 def log_likelihood(energy: Energy, x: Tensor, log_z: Tensor | float) -> Tensor:
