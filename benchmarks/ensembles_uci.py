@@ -109,8 +109,10 @@ def score(ens: BayesianEnsemble, d: dict, chains=None) -> dict:
             "n_fresh": int(fresh.sum()), "n_test": len(xt), "samples": int(means.shape[0])}
 
 
-def run(dataset: str, split: int, method: str, hp: dict, batch_size: int, seed: int = 0) -> dict:
-    """One split, one ensemble (the unstacked protocol)."""
+def run(dataset: str, split: int, method: str, hp: dict, batch_size: int, seed: int = 0,
+        time_steps: int | None = None) -> dict:
+    """One split, one ensemble (the unstacked protocol). ``time_steps``: stop after that many
+    updates and return only the wall time per update (``ms_per_step``), for timing."""
     d = load_uci(None, dataset, split)
     x, y = d["x_train"], d["y_train"]
     n, p = x.shape
@@ -119,17 +121,20 @@ def run(dataset: str, split: int, method: str, hp: dict, batch_size: int, seed: 
     g = torch.Generator().manual_seed(seed + split)
     perm, pos = torch.randperm(n, generator=g), 0
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(steps if time_steps is None else time_steps):
         if pos + batch_size > n:
             perm, pos = torch.randperm(n, generator=g), 0
         idx = perm[pos : pos + batch_size]
         pos += batch_size
         ens.train_step(x[idx], y[idx], sampler, schedule)
     wall = time.perf_counter() - t0
+    if time_steps is not None:
+        return {"ms_per_step": 1e3 * wall / time_steps, "chains": ens.num_chains}
     return {"dataset": dataset, "split": split, "method": method, **score(ens, d), "steps": steps, "wall": wall}
 
 
-def run_stacked(dataset: str, splits: list[int], method: str, hp: dict, batch_size: int, seed: int = 0) -> list[dict]:
+def run_stacked(dataset: str, splits: list[int], method: str, hp: dict, batch_size: int, seed: int = 0,
+                time_steps: int | None = None) -> list[dict]:
     """All ``splits`` of ``dataset`` as one vmapped ensemble of ``len(splits) x K`` chains.
 
     Split ``r``'s group of ``K`` chains starts where its unstacked run starts (same seed), sees
@@ -137,7 +142,7 @@ def run_stacked(dataset: str, splits: list[int], method: str, hp: dict, batch_si
     (``per_chain=True`` minibatches), with the same schedule and $h$ = step_scale / N (the
     splits of a UCI set have the same N); it is scored on its own test rows. The sampler noise
     is drawn for all chains at once, so the chains differ from the unstacked ones by seed noise.
-    ``wall`` is the run's wall time / ``len(splits)``.
+    ``wall`` is the run's wall time / ``len(splits)``. ``time_steps``: as for :func:`run`.
     """
     data = [load_uci(None, dataset, s) for s in splits]
     n, p = data[0]["x_train"].shape
@@ -153,7 +158,7 @@ def run_stacked(dataset: str, splits: list[int], method: str, hp: dict, batch_si
     gens = [torch.Generator().manual_seed(seed + s) for s in splits]
     perm, pos = torch.stack([torch.randperm(n, generator=g) for g in gens]), 0
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(steps if time_steps is None else time_steps):
         if pos + batch_size > n:
             perm, pos = torch.stack([torch.randperm(n, generator=g) for g in gens]), 0
         idx = perm[:, pos : pos + batch_size]  # (R, B): each split's own minibatch
@@ -162,6 +167,8 @@ def run_stacked(dataset: str, splits: list[int], method: str, hp: dict, batch_si
         yb = y[rows, idx].unsqueeze(1).expand(r, k, batch_size, 1).reshape(r * k, batch_size, 1)
         ens.train_step(xb, yb, sampler, schedule, per_chain=True)
     wall = time.perf_counter() - t0
+    if time_steps is not None:
+        return [{"ms_per_step": 1e3 * wall / time_steps, "chains": ens.num_chains}]
     return [{"dataset": dataset, "split": s, "method": method, **score(ens, d, chains=range(i * k, (i + 1) * k)),
              "steps": steps, "wall": wall / r, "wall_total": wall, "stacked": r}
             for i, (s, d) in enumerate(zip(splits, data))]
@@ -201,6 +208,10 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--out", type=Path, default=None, help="append each split's result here (JSON lines)")
     ap.add_argument("--summarise", type=Path, default=None, help="only print the table of a results file")
+    ap.add_argument("--time-steps", type=int, default=None,
+                    help="only time this many updates of one split unstacked against --splits stacked "
+                         "(alternating, --time-rounds rounds; medians), per data set and method")
+    ap.add_argument("--time-rounds", type=int, default=3)
     ap.add_argument("--stack-splits", action="store_true",
                     help="run all the splits of a data set as one vmapped ensemble (splits x chains)")
     args = ap.parse_args()
@@ -219,6 +230,19 @@ def main() -> None:
                 f.write(json.dumps(r) + "\n")
 
     splits = list(range(args.first_split, args.first_split + args.splits))
+    if args.time_steps is not None:
+        print("| dataset | method | ms / update, 1 split | ms / update, "
+              f"{len(splits)} splits stacked | ms / update / split, stacked | speed-up per split |")
+        print("|---|---|---|---|---|---|")
+        for ds in args.datasets:
+            for m in args.methods:
+                one, many = [], []
+                for _ in range(args.time_rounds):
+                    one.append(run(ds, splits[0], m, hp, batch_size, time_steps=args.time_steps)["ms_per_step"])
+                    many.append(run_stacked(ds, splits, m, hp, batch_size, time_steps=args.time_steps)[0]["ms_per_step"])
+                a, b = float(torch.tensor(one).median()), float(torch.tensor(many).median())
+                print(f"| {ds} | {m} | {a:.2f} | {b:.2f} | {b / len(splits):.2f} | {a * len(splits) / b:.1f}x |", flush=True)
+        return
     if args.stack_splits:
         for ds in args.datasets:
             for m in args.methods:
