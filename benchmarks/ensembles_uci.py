@@ -109,8 +109,10 @@ def score(ens: BayesianEnsemble, d: dict, chains=None) -> dict:
             "n_fresh": int(fresh.sum()), "n_test": len(xt), "samples": int(means.shape[0])}
 
 
-def run(dataset: str, split: int, method: str, hp: dict, batch_size: int, seed: int = 0) -> dict:
-    """One split, one ensemble (the unstacked protocol)."""
+def run(dataset: str, split: int, method: str, hp: dict, batch_size: int, seed: int = 0,
+        time_steps: int | None = None) -> dict:
+    """One split, one ensemble (the unstacked protocol). ``time_steps``: stop after that many
+    updates and return only the wall time per update (``ms_per_step``), for timing."""
     d = load_uci(None, dataset, split)
     x, y = d["x_train"], d["y_train"]
     n, p = x.shape
@@ -119,17 +121,20 @@ def run(dataset: str, split: int, method: str, hp: dict, batch_size: int, seed: 
     g = torch.Generator().manual_seed(seed + split)
     perm, pos = torch.randperm(n, generator=g), 0
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(steps if time_steps is None else time_steps):
         if pos + batch_size > n:
             perm, pos = torch.randperm(n, generator=g), 0
         idx = perm[pos : pos + batch_size]
         pos += batch_size
         ens.train_step(x[idx], y[idx], sampler, schedule)
     wall = time.perf_counter() - t0
+    if time_steps is not None:
+        return {"ms_per_step": 1e3 * wall / time_steps, "chains": ens.num_chains}
     return {"dataset": dataset, "split": split, "method": method, **score(ens, d), "steps": steps, "wall": wall}
 
 
-def run_stacked(dataset: str, splits: list[int], method: str, hp: dict, batch_size: int, seed: int = 0) -> list[dict]:
+def run_stacked(dataset: str, splits: list[int], method: str, hp: dict, batch_size: int, seed: int = 0,
+                time_steps: int | None = None, seeds: list[int] | None = None) -> list[dict]:
     """All ``splits`` of ``dataset`` as one vmapped ensemble of ``len(splits) x K`` chains.
 
     Split ``r``'s group of ``K`` chains starts where its unstacked run starts (same seed), sees
@@ -137,23 +142,27 @@ def run_stacked(dataset: str, splits: list[int], method: str, hp: dict, batch_si
     (``per_chain=True`` minibatches), with the same schedule and $h$ = step_scale / N (the
     splits of a UCI set have the same N); it is scored on its own test rows. The sampler noise
     is drawn for all chains at once, so the chains differ from the unstacked ones by seed noise.
-    ``wall`` is the run's wall time / ``len(splits)``.
+    ``wall`` is the run's wall time / ``len(splits)``. ``time_steps``: as for :func:`run`.
+    ``seeds``: each group's seed (default ``seed``; the group of split ``s`` uses ``seeds[i] + s``
+    for its initialisation and minibatch order): the same split repeated with other seeds gives
+    independent replicate runs of it, i.e. the seed noise of one split's result.
     """
+    seeds = [seed] * len(splits) if seeds is None else seeds
     data = [load_uci(None, dataset, s) for s in splits]
     n, p = data[0]["x_train"].shape
-    built = [ensemble_for(method, len(d["x_train"]), p, s, hp, batch_size, seed) for s, d in zip(splits, data)]
+    built = [ensemble_for(method, len(d["x_train"]), p, s, hp, batch_size, sd) for s, d, sd in zip(splits, data, seeds)]
     ens = stack_ensembles([b[0] for b in built])  # ValueError if the splits' N differ
     schedule, kw, steps = built[0][1], built[0][2], built[0][3]
     k = built[0][0].num_chains
-    sampler = ens.make_sampler(seed=seed + splits[0], **kw)
+    sampler = ens.make_sampler(seed=seeds[0] + splits[0], **kw)
     x = torch.stack([d["x_train"] for d in data])  # (R, N, p)
     y = torch.stack([d["y_train"] for d in data])  # (R, N, 1)
     r = len(splits)
     rows = torch.arange(r)[:, None]
-    gens = [torch.Generator().manual_seed(seed + s) for s in splits]
+    gens = [torch.Generator().manual_seed(sd + s) for s, sd in zip(splits, seeds)]
     perm, pos = torch.stack([torch.randperm(n, generator=g) for g in gens]), 0
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(steps if time_steps is None else time_steps):
         if pos + batch_size > n:
             perm, pos = torch.stack([torch.randperm(n, generator=g) for g in gens]), 0
         idx = perm[:, pos : pos + batch_size]  # (R, B): each split's own minibatch
@@ -162,9 +171,11 @@ def run_stacked(dataset: str, splits: list[int], method: str, hp: dict, batch_si
         yb = y[rows, idx].unsqueeze(1).expand(r, k, batch_size, 1).reshape(r * k, batch_size, 1)
         ens.train_step(xb, yb, sampler, schedule, per_chain=True)
     wall = time.perf_counter() - t0
+    if time_steps is not None:
+        return [{"ms_per_step": 1e3 * wall / time_steps, "chains": ens.num_chains}]
     return [{"dataset": dataset, "split": s, "method": method, **score(ens, d, chains=range(i * k, (i + 1) * k)),
-             "steps": steps, "wall": wall / r, "wall_total": wall, "stacked": r}
-            for i, (s, d) in enumerate(zip(splits, data))]
+             "steps": steps, "wall": wall / r, "wall_total": wall, "stacked": r, "seed": sd}
+            for i, (s, d, sd) in enumerate(zip(splits, data, seeds))]
 
 
 def summarise(results: list[dict]) -> None:
@@ -190,6 +201,18 @@ def summarise(results: list[dict]) -> None:
         print(f"| {ds} | {m} | {ms([r['nll'] for r in rs])} | {ms([r['rmse'] for r in rs])} | {fresh} | "
               f"{PUBLISHED_DE_NLL[ds]:.2f} | {rs[0]['steps']} | {sum(r['wall'] for r in rs) / len(rs):.0f} | {how} "
               f"| {len(rs)} |")
+    # the same split run alone and inside a stack differs only by the sampler's random draws
+    pairs = {}
+    for r in results:
+        pairs.setdefault((r["dataset"], r["method"], r["split"]), {})[r.get("stacked", 1) > 1] = r
+    both = [(k, v[False], v[True]) for k, v in pairs.items() if len(v) == 2]
+    if both:
+        print("\n| dataset | method | split | NLL alone | NLL stacked | RMSE alone | RMSE stacked |")
+        print("|---|---|---|---|---|---|---|")
+        for (ds, m, sp), a, b in sorted(both, key=lambda t: (list(PUBLISHED_DE_NLL).index(t[0][0]), t[0][1], t[0][2])):
+            print(f"| {ds} | {m} | {sp} | {a['nll']:.2f} | {b['nll']:.2f} | {a['rmse']:.2f} | {b['rmse']:.2f} |")
+        print(f"\nstacked - alone over {len(both)} pairs: NLL {ms([b['nll'] - a['nll'] for _, a, b in both])}, "
+              f"RMSE {ms([b['rmse'] - a['rmse'] for _, a, b in both])}")
 
 
 def main() -> None:
@@ -201,6 +224,12 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--out", type=Path, default=None, help="append each split's result here (JSON lines)")
     ap.add_argument("--summarise", type=Path, default=None, help="only print the table of a results file")
+    ap.add_argument("--time-steps", type=int, default=None,
+                    help="only time this many updates of one split unstacked against --splits stacked "
+                         "(alternating, --time-rounds rounds; medians), per data set and method")
+    ap.add_argument("--time-rounds", type=int, default=3)
+    ap.add_argument("--replicates", type=int, default=None,
+                    help="seed noise: run split --first-split this many times with seeds 0, 1000, ... as one stack")
     ap.add_argument("--stack-splits", action="store_true",
                     help="run all the splits of a data set as one vmapped ensemble (splits x chains)")
     args = ap.parse_args()
@@ -219,6 +248,32 @@ def main() -> None:
                 f.write(json.dumps(r) + "\n")
 
     splits = list(range(args.first_split, args.first_split + args.splits))
+    if args.replicates is not None:
+        for ds in args.datasets:
+            for m in args.methods:
+                for r in run_stacked(ds, [args.first_split] * args.replicates, m, hp, batch_size,
+                                     seeds=[1000 * j for j in range(args.replicates)]):
+                    emit(r)
+        for ds in args.datasets:
+            for m in args.methods:
+                rs = [r for r in results if r["dataset"] == ds and r["method"] == m]
+                nll = torch.tensor([r["nll"] for r in rs])
+                print(f"{ds} {m} split {args.first_split}, {len(rs)} seeds: NLL {float(nll.mean()):.3f}, "
+                      f"seed sd {float(nll.std()):.3f} (min {float(nll.min()):.3f}, max {float(nll.max()):.3f})")
+        return
+    if args.time_steps is not None:
+        print("| dataset | method | ms / update, 1 split | ms / update, "
+              f"{len(splits)} splits stacked | ms / update / split, stacked | speed-up per split |")
+        print("|---|---|---|---|---|---|")
+        for ds in args.datasets:
+            for m in args.methods:
+                one, many = [], []
+                for _ in range(args.time_rounds):
+                    one.append(run(ds, splits[0], m, hp, batch_size, time_steps=args.time_steps)["ms_per_step"])
+                    many.append(run_stacked(ds, splits, m, hp, batch_size, time_steps=args.time_steps)[0]["ms_per_step"])
+                a, b = float(torch.tensor(one).median()), float(torch.tensor(many).median())
+                print(f"| {ds} | {m} | {a:.2f} | {b:.2f} | {b / len(splits):.2f} | {a * len(splits) / b:.1f}x |", flush=True)
+        return
     if args.stack_splits:
         for ds in args.datasets:
             for m in args.methods:

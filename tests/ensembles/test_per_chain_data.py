@@ -1,14 +1,18 @@
 """Per-chain minibatches: R data sets stacked as R groups of K chains in one vmapped run."""
 
+import copy
+
 import pytest
 import torch
 
 from probgen.ensembles import (
     BayesianEnsemble,
     CategoricalLikelihood,
+    ChainForward,
     GaussianLikelihood,
     GaussianPrior,
     SamplingSchedule,
+    init_chains,
     mlp,
     stack_ensembles,
 )
@@ -131,3 +135,31 @@ def test_chain_selection_and_stacking_errors():
                              num_data=N)
     with pytest.raises(ValueError, match="other parameters"):
         stack_ensembles([ens, wider])
+
+
+@pytest.mark.parametrize("per_chain", [False, True])
+def test_batched_matmul_mlp_path_equals_the_per_chain_modules(per_chain):
+    net = torch.nn.Sequential(torch.nn.Linear(P, 6), torch.nn.GELU(), torch.nn.Linear(6, 5, bias=False),
+                              torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()
+    fwd = ChainForward(net)
+    assert fwd.linear_stack is not None
+    params = init_chains(net, 4, torch.Generator().manual_seed(1))
+    x = torch.randn(4, 9, P, dtype=torch.float64) if per_chain else torch.randn(9, P, dtype=torch.float64)
+    out = fwd(params, x, per_chain=per_chain)
+    for k in range(4):  # oracle: the module itself with chain k's weights
+        m = copy.deepcopy(net)
+        m.load_state_dict({n: v[k] for n, v in params.items()})
+        torch.testing.assert_close(out[k], m(x[k] if per_chain else x), rtol=1e-12, atol=1e-12)
+
+
+def test_networks_with_other_layers_take_the_vmap_path():
+    net = torch.nn.Sequential(torch.nn.Linear(P, 6), torch.nn.LayerNorm(6), torch.nn.Linear(6, 1)).double()
+    fwd = ChainForward(net)
+    assert fwd.linear_stack is None
+    params = init_chains(net, 3, torch.Generator().manual_seed(2))
+    x = torch.randn(3, 5, P, dtype=torch.float64)
+    out = fwd(params, x, per_chain=True)
+    for k in range(3):
+        m = copy.deepcopy(net)
+        m.load_state_dict({n: v[k] for n, v in params.items()})
+        torch.testing.assert_close(out[k], m(x[k]), rtol=1e-12, atol=1e-12)
