@@ -18,6 +18,7 @@ from torch import Tensor
 from probgen.samplers.gibbs import gamma_precision_gibbs
 
 NOISE_MODES = ("fixed", "learnt", "gibbs", "heteroscedastic")
+WARM_START_OBJECTIVES = ("mean_first", "beta_nll")
 
 
 class GaussianLikelihood:
@@ -36,6 +37,12 @@ class GaussianLikelihood:
         precision_concentration: shape $a$ of the Gamma prior on $\sigma^{-2}$ (learnt noise).
         precision_rate: rate $b$ of that prior.
         min_scale: floor of the heteroscedastic $\sigma$, > 0.
+        warm_start_objective: what ``log_prob(..., mean_first=True)`` (the warm-start steps of
+            a heteroscedastic run) scores: ``"mean_first"`` (the mean under the fixed std
+            ``scale``, the variance head on its residuals) or ``"beta_nll"``
+            (:meth:`beta_log_prob`, Seitzer et al. 2022).
+        beta: $\beta \in [0, 1]$ of beta-NLL (0: the exact NLL; 1: the mean's gradient is that
+            of a squared error).
     """
 
     def __init__(
@@ -45,6 +52,8 @@ class GaussianLikelihood:
         precision_concentration: float = 1.0,
         precision_rate: float = 0.1,
         min_scale: float = 1e-3,
+        warm_start_objective: str = "mean_first",
+        beta: float = 0.5,
     ) -> None:
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
@@ -52,8 +61,13 @@ class GaussianLikelihood:
                         ("precision_rate", precision_rate), ("min_scale", min_scale)):
             if not v > 0:
                 raise ValueError(f"{name} must be > 0, got {v}")
+        if warm_start_objective not in WARM_START_OBJECTIVES:
+            raise ValueError(f"warm_start_objective must be one of {WARM_START_OBJECTIVES}, got {warm_start_objective!r}")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be a number in [0, 1], got {beta!r}")
         self.noise, self.scale, self.min_scale = noise, float(scale), float(min_scale)
         self.a, self.b = float(precision_concentration), float(precision_rate)
+        self.warm_start_objective, self.beta = warm_start_objective, float(beta)
 
     def output_dim(self, target_dim: int) -> int:
         """Network outputs needed for ``target_dim`` targets."""
@@ -95,7 +109,9 @@ class GaussianLikelihood:
             output: ``(S, batch, out)``.
             y: ``(batch, D)`` targets (``(batch,)`` is read as ``D = 1``).
             params: likelihood parameters.
-            mean_first: heteroscedastic warm start. The mean is scored under the fixed variance
+            mean_first: heteroscedastic warm start (ignored unless heteroscedastic). With
+                ``warm_start_objective="beta_nll"`` it returns :meth:`beta_log_prob`. Otherwise
+                the mean is scored under the fixed variance
                 ``scale**2`` (a homoscedastic fit, so a large variance cannot excuse a poor
                 mean), and the variance head under the Gaussian likelihood of the mean's
                 detached residuals:
@@ -107,11 +123,39 @@ class GaussianLikelihood:
         y = y.reshape(y.shape[0], -1)
         if y.shape[-1] != mean.shape[-1]:
             raise ValueError(f"y has {y.shape[-1]} target dims but the network predicts {mean.shape[-1]}")
+        if mean_first and self.noise == "heteroscedastic" and self.warm_start_objective == "beta_nll":
+            return self.beta_log_prob(output, y, params, self.beta)
         if mean_first and self.noise == "heteroscedastic":
             fit = -0.5 * (y - mean).square() / self.scale**2
             head = -0.5 * (math.log(2 * math.pi) + var.log() + (y - mean.detach()).square() / var)
             return (fit + head).sum(-1)
         return (-0.5 * (math.log(2 * math.pi) + var.log() + (y - mean).square() / var)).sum(-1)
+
+    def beta_log_prob(self, output: Tensor, y: Tensor, params: dict[str, Tensor], beta: float) -> Tensor:
+        r"""Negative beta-NLL (Seitzer et al. 2022, eq. 5): $\mathrm{sg}[\sigma^{2\beta}]\log\mathcal N(y;\mu,\sigma^2)$, ``(S, batch)``.
+
+        Each point's log density is weighted by its predicted variance to the power $\beta$,
+        held constant under differentiation (stop-gradient), so the mean's gradient is
+        $\sigma^{2\beta}(y-\mu)/\sigma^2$: points the network calls noisy no longer stop the
+        mean from fitting them. $\beta = 0$ is the exact log density; for $\beta > 0$ it is a
+        training objective, **not a log density** (its value and gradients are not those of any
+        model), so it is only used in warm-start steps, which lie inside burn-in (no kept sample
+        sees it), and never for predictive densities or NLL.
+
+        Args:
+            output: ``(S, batch, out)``.
+            y: ``(batch, D)`` targets.
+            params: likelihood parameters.
+            beta: $\beta \in [0, 1]$.
+        """
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be a number in [0, 1], got {beta!r}")
+        mean, var = self.moments(output, params)
+        y = y.reshape(y.shape[0], -1)
+        if y.shape[-1] != mean.shape[-1]:
+            raise ValueError(f"y has {y.shape[-1]} target dims but the network predicts {mean.shape[-1]}")
+        log_p = -0.5 * (math.log(2 * math.pi) + var.log() + (y - mean).square() / var)
+        return (var.detach().pow(beta) * log_p).sum(-1)
 
     def prior_log_prob(self, params: dict[str, Tensor]) -> Tensor | float:
         r"""$\log p(\log\sigma)$ per sample ``(S,)`` (Gamma$(a, b)$ on $\tau=\sigma^{-2}$, Jacobian $2\tau$).

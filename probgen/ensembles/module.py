@@ -90,6 +90,11 @@ class SGLDEnsemble(ProbgenModule):
             and the variance head on the mean's residuals
             (:meth:`~probgen.ensembles.likelihoods.GaussianLikelihood.log_prob`), so the
             variance cannot grow to excuse an unfitted mean.
+        warm_start_objective: the warm start's objective: ``"mean_first"`` (above) or
+            ``"beta_nll"`` (Seitzer et al. 2022: each point's NLL weighted by the stop-gradient
+            $\sigma^{2\beta}$; a training loss, not a log density, so it too is confined to
+            ``warm_start`` <= ``burn_in``).
+        beta: $\beta \in [0, 1]$ of ``"beta_nll"``.
         num_epochs, min_steps: if ``num_epochs`` is set, the run is
             :func:`~probgen.ensembles.run_length` ``(N, batch_size, num_epochs, min_steps)``
             updates: the module sets the trainer's ``max_steps`` to it when the trainer has none
@@ -146,6 +151,8 @@ class SGLDEnsemble(ProbgenModule):
         temperature: float = 1.0,
         burn_in: int | float = 1000,
         warm_start: int | float = 0,
+        warm_start_objective: str = "mean_first",
+        beta: float = 0.5,
         num_epochs: float | None = None,
         min_steps: int = 0,
         thin: int = 10,
@@ -200,6 +207,11 @@ class SGLDEnsemble(ProbgenModule):
         if warm_start and noise != "heteroscedastic":
             raise ValueError(f"warm_start={warm_start!r} needs noise='heteroscedastic' (it fits the mean before "
                              f"the variance head), got noise={noise!r}")
+        check_choice("warm_start_objective", warm_start_objective, ("mean_first", "beta_nll"))
+        check_real("beta", beta, ge=0, le=1)
+        if warm_start_objective == "beta_nll" and not warm_start:
+            raise ValueError("warm_start_objective='beta_nll' is the warm start's objective: set warm_start > 0 "
+                             "(at most burn_in; beta-NLL is not a log density, so kept samples never see it)")
         check_int("thin", thin, ge=1)
         check_int("total_steps", total_steps, ge=1, allow_none=True)
         check_int("num_cycles", num_cycles, ge=1, le=total_steps)
@@ -236,7 +248,9 @@ class SGLDEnsemble(ProbgenModule):
     def _build(self, input_dim: int | None, network: nn.Module | None = None) -> None:
         hp = self.hparams
         if hp.likelihood == "gaussian":
-            lik = GaussianLikelihood(hp.noise, hp.noise_scale, hp.precision_concentration, hp.precision_rate)
+            lik = GaussianLikelihood(hp.noise, hp.noise_scale, hp.precision_concentration, hp.precision_rate,
+                                     warm_start_objective=hp.get("warm_start_objective", "mean_first"),
+                                     beta=hp.get("beta", 0.5))
         elif hp.likelihood == "student_t":
             lik = StudentTLikelihood(hp.noise_df, hp.noise, hp.noise_scale, hp.precision_concentration, hp.precision_rate)
         else:
