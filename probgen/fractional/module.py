@@ -228,8 +228,8 @@ class FractionalSDE(ProbgenModule):
             warnings.warn(
                 f"rho = v0^2 h / obs_std^2 = {rho:.3g} > 0.1 on observation steps: the Girsanov family loses "
                 f">= {0.5 * (rho - math.log1p(rho)):.3g} nats of ELBO per observation, and the loss grows as H "
-                "falls, so a learnt H is biased upwards; use transition='gaussian' (exact update on observation "
-                "steps) or a smaller dt",
+                "falls, so a learnt H is biased upwards; use transition='guided' (exact for linear-Gaussian "
+                "priors) or 'gaussian' (exact update on observation steps), or a smaller dt",
                 stacklevel=3,
             )
 
