@@ -75,6 +75,7 @@ CASES = {
     "fractional": (
         "models/fractional/fou_hurst.yaml",
         ["--model.init_args.control_hidden=8", "--model.init_args.gamma_max=2.0", "--model.init_args.dt=0.1", "--data.init_args.n_obs=8",
+         "--model.init_args.n_ou=4",  # K = 10 on [1/2, 2] has weights ~1e5: a degenerate approximation
          "--data.init_args.num_train=64", "--data.init_args.num_val=16", "--data.init_args.num_test=16",
          # a validation (whose ELBO draws from the global RNG) right after the checkpoint
          "--data.init_args.batch_size=16", "--trainer.val_check_interval=2"],

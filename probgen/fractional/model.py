@@ -374,10 +374,13 @@ class NeuralFractionalSDE(nn.Module):
             y0 = self.initial_ou_state(x0.shape[0], x0, generator)
         z0 = sde.initial_state(x0, y0)
         if variational:
+            transition = self._transition(context)
             if control_until is not None:
-                raise ValueError("control_until is not supported with a learnt variance or observations")
+                if observations is not None:
+                    raise ValueError("control_until is not supported with observations")
+                transition = _switched_off_after(transition, control_until)
             zs = sdeint(sde, z0, ts, method=VariationalEuler, dt=dt, generator=generator,
-                        options={"transition": self._transition(context), "observations": observations})
+                        options={"transition": transition, "observations": observations})
         else:
             zs = sdeint(sde, z0, ts, method=method, dt=dt, generator=generator)
         xs, ys, kl = split_state(zs, self.dim, self.n_ou)
@@ -464,6 +467,17 @@ class NeuralFractionalSDE(nn.Module):
             m = self.markov()
             v0 = sigma * (float(m.omegas.sum()) if m is not None else 1.0)
         return v0 * v0 * h / obs_std**2
+
+
+def _switched_off_after(transition: Callable, until: float) -> Callable:
+    """The transition ``(u, log_var)``, and the prior's ``(0, 0)`` for ``t > until``."""
+
+    def switched(t: Tensor, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        u, log_var = transition(t, z)
+        on = (torch.as_tensor(t) <= until).to(u)
+        return u * on, None if log_var is None else log_var * on
+
+    return switched
 
 
 def gaussian_log_likelihood(obs: Tensor, pred: Tensor, std: Tensor | float) -> Tensor:

@@ -228,8 +228,8 @@ class FractionalSDE(ProbgenModule):
             warnings.warn(
                 f"rho = v0^2 h / obs_std^2 = {rho:.3g} > 0.1 on observation steps: the Girsanov family loses "
                 f">= {0.5 * (rho - math.log1p(rho)):.3g} nats of ELBO per observation, and the loss grows as H "
-                "falls, so a learnt H is biased upwards; use transition='gaussian' (exact update on observation "
-                "steps) or a smaller dt",
+                "falls, so a learnt H is biased upwards; use transition='guided' (exact for linear-Gaussian "
+                "priors) or 'gaussian' (exact update on observation steps), or a smaller dt",
                 stacklevel=3,
             )
 
@@ -383,6 +383,10 @@ class LatentFractionalSDE(ProbgenModule):
         num_cond_frames: frames seen by the control when predicting (``predict``/test MSE).
         lr, hurst_lr: Adam learning rates.
         frame_size: canvas side (for ``sample``).
+        transition: ``"girsanov"`` (the paper's control, $\kappa = 1$) or ``"gaussian"`` (each step also
+            learns its variance $\kappa^2 h$, KL $\tfrac12(u^2 h + \kappa^2 - 1 - \log\kappa^2)$ per step,
+            :mod:`probgen.sde.variational`). The decoder is nonlinear, so neither the exact observation
+            update nor a guide applies here.
     """
 
     def __init__(
@@ -405,6 +409,7 @@ class LatentFractionalSDE(ProbgenModule):
         lr: float = 1e-3,
         hurst_lr: float | None = None,
         frame_size: int = 16,
+        transition: str = "girsanov",
     ) -> None:
         super().__init__()
         check_int("latent_dim", latent_dim, ge=1)
@@ -413,6 +418,7 @@ class LatentFractionalSDE(ProbgenModule):
                             ("control_hidden", control_hidden), ("num_cond_frames", num_cond_frames),
                             ("frame_size", frame_size)):
             check_int(name, value, ge=1)
+        check_choice("transition", transition, ("girsanov", "gaussian"))
         self.save_hyperparameters()
         pixels = frame_size * frame_size
         self.encoder = VideoEncoder(pixels, latent_dim, hidden, context_dim, content_dim)
@@ -421,6 +427,7 @@ class LatentFractionalSDE(ProbgenModule):
             dim=latent_dim, n_ou=n_ou, gamma_max=gamma_max, horizon=horizon, kind=kind, white=white,
             hurst=hurst, learn_hurst=learn_hurst, drift="mlp", diffusion="constant", sigma=1.0,
             learn_sigma=True, context_dim=context_dim, control_hidden=control_hidden,
+            learn_variance=transition == "gaussian",
         )
 
     def forward_video(self, videos: Tensor, times: Tensor, num_cond: int | None = None,

@@ -87,3 +87,25 @@ def test_affine_control_is_zero_at_init_and_affine_in_the_state():
     assert torch.allclose(u1 - u0, 2 * (u2 - u0), atol=1e-5)
     with pytest.raises(ValueError, match="control kind"):
         ControlNet(dim=1, n_ou=1, kind="gru")
+
+
+def test_latent_model_with_the_learnt_variance_family_has_the_closed_form_kl():
+    # at initialisation u = 0 and log kappa^2 = -softplus(-2) on every step: the path KL is, in closed form,
+    # steps * d * (kappa^2 - 1 - log kappa^2) / 2; prediction switches the transition off (prior, KL 0)
+    # after the conditioning frames
+    torch.manual_seed(0)
+    model = LatentFractionalSDE(latent_dim=2, n_ou=3, gamma_max=5.0, horizon=0.5, hidden=16, context_dim=4,
+                                content_dim=4, control_hidden=8, dt=0.05, num_cond_frames=3, frame_size=9,
+                                transition="gaussian").double()
+    videos = torch.rand(2, 6, 9, 9, dtype=torch.float64)
+    times = (torch.arange(6, dtype=torch.float64) * 0.1).expand(2, 6)
+    lv = -torch.nn.functional.softplus(torch.tensor(-2.0, dtype=torch.float64))
+    per_step = 0.5 * 2 * (torch.exp(lv) - 1 - lv)
+    out = model.forward_video(videos, times)
+    assert torch.allclose(out["kl_path"], torch.full((2,), 10 * float(per_step), dtype=torch.float64), atol=1e-12)
+    pred = model.forward_video(videos, times, num_cond=3)  # on for the steps from t <= 0.2: 5 steps
+    assert torch.allclose(pred["kl_path"], torch.full((2,), 5 * float(per_step), dtype=torch.float64), atol=1e-12)
+    model.training_step((videos, times), 0).backward()
+    assert model.sde.hurst_raw.grad is not None
+    with pytest.raises(ValueError, match="transition"):
+        LatentFractionalSDE(transition="guided")
