@@ -74,6 +74,14 @@ class EnergyBasedModel(ProbgenModule):
         base_on_noise: model $p \\propto q\\,e^{-E}$, i.e. the energy is ``E + NoiseEnergy(q)``
             (a product of experts with the fitted $q$); recommended in high dimensions.
         noise_batch_size: $m$, noise samples per step (also the number of CD chains).
+        noise_pool: 0 (default): fresh noise batches from $q$ at every step. $N > 0$: the
+            importance-sampling objectives (compositional, STORM, minibatch, NCE) draw their noise
+            batches with replacement from a pool of $N$ samples of $q$ drawn once, at the first
+            step (with their $\log q$ if the model is not tilted); the pool goes into the
+            checkpoint. For a costly $q$ (a U-Net flow: ~40 network evaluations per sample) this
+            makes a step cost the energy's evaluations only; the objective then uses the pool's
+            empirical $q$, so keep $N \gg m$ and judge overfitting to the pool on validation
+            (whose $\log Z$ uses fresh samples).
         gamma: moving-average weight $\\gamma$ of the compositional objectives (at step 0).
         gamma_decay, gamma_offset: the decay $\\gamma_t = \\gamma (1 + t / t_0)^{-a}$ of
             :class:`~probgen.energy.MovingAverageLogZ` ($a$ = ``gamma_decay``, 0: constant).
@@ -108,6 +116,7 @@ class EnergyBasedModel(ProbgenModule):
         fit_noise_to_data: bool = True,
         base_on_noise: bool = False,
         noise_batch_size: int = 1024,
+        noise_pool: int = 0,
         gamma: float = 0.1,
         gamma_decay: float = 0.0,
         gamma_offset: float = 100.0,
@@ -151,6 +160,7 @@ class EnergyBasedModel(ProbgenModule):
         _check_int("noise_batch_size", noise_batch_size, 2)
         _check_int("langevin_steps", langevin_steps, 1)
         _check_int("buffer_size", buffer_size, 1)
+        _check_int("noise_pool", noise_pool, 0)
         _check_int("sample_steps", sample_steps, 1)
         _check_int("grid_points", grid_points, 2)
         _check_int("log_z_samples", log_z_samples, 2)
@@ -186,6 +196,7 @@ class EnergyBasedModel(ProbgenModule):
         self.register_buffer("noise_fitted", torch.tensor(False))
         self.estimator = MovingAverageLogZ(gamma=gamma, storm=objective == "storm", gamma_decay=gamma_decay, gamma_offset=gamma_offset)
         self.replay = ReplayBuffer(buffer_size, reinit_prob)
+        self._pool: tuple[Tensor, Tensor] | None = None
         self._eval_log_z: tuple[Tensor, Tensor] | None = None
         self._eval_log_z_upper: Tensor | None = None
 
@@ -232,8 +243,16 @@ class EnergyBasedModel(ProbgenModule):
         $\\log q$ of the model and of the proposal cancel, so none is computed and the
         objectives are called with (:attr:`tilt`, zeros).
         """
+        h = self.hparams
         with torch.no_grad():
-            xn = self.noise.sample(self.hparams.noise_batch_size)
+            if h.noise_pool:
+                if self._pool is None:
+                    xp = torch.cat([self.noise.sample(min(1024, h.noise_pool - i)) for i in range(0, h.noise_pool, 1024)])
+                    lp = torch.zeros(len(xp), dtype=xp.dtype, device=xp.device) if h.base_on_noise else self.noise.log_prob(xp)
+                    self._pool = (xp, lp)
+                idx = torch.randint(h.noise_pool, (h.noise_batch_size,), device=self._pool[0].device)
+                return self._pool[0][idx], self._pool[1][idx]
+            xn = self.noise.sample(h.noise_batch_size)
             if self.hparams.base_on_noise:
                 return xn, torch.zeros(xn.shape[0], dtype=xn.dtype, device=xn.device)
             return xn, self.noise.log_prob(xn)
@@ -365,6 +384,8 @@ class EnergyBasedModel(ProbgenModule):
         """Save $u_t$ (and STORM's state) and the replay buffer beside the base class's RNG state."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["energy_state"] = {"estimator": self.estimator.state_dict(), "replay": self.replay.state_dict()}
+        if self._pool is not None:
+            checkpoint["energy_state"]["noise_pool"] = [self._pool[0], self._pool[1]]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Restore $u_t$ and the replay buffer; the base class restores the RNG at train start."""
@@ -373,3 +394,5 @@ class EnergyBasedModel(ProbgenModule):
         if state is not None:
             self.estimator.load_state_dict(state["estimator"])
             self.replay.load_state_dict(state["replay"])
+            pool = state.get("noise_pool")
+            self._pool = None if pool is None else (pool[0], pool[1])

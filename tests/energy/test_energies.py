@@ -159,3 +159,27 @@ def test_fourier_features_are_sin_cos_of_a_fixed_gaussian_projection():
         MLPEnergy(2, fourier_features=4, fourier_scale=0.0)
     with pytest.raises(ValueError, match="dim"):
         MLPEnergy(0)
+
+
+def test_conv_energy_tilted_against_a_mixture_gradients_in_float64():
+    """The digits model p ~ q exp(-E_conv): shapes, gradcheck of E_conv + NoiseEnergy(q) in x and in
+    the conv weights (float64), and its score equals -grad E_conv + grad log q of the mixture in closed form."""
+    from probgen.energy import GaussianMixtureNoise, NoiseEnergy
+
+    torch.manual_seed(0)
+    conv = ConvEnergy(side=4, channels=2, envelope=0.1).double()
+    gen = torch.Generator().manual_seed(1)
+    data = torch.rand(40, 16, generator=gen, dtype=torch.float64)
+    q = GaussianMixtureNoise(16, num_components=2, diagonal=True, min_var=1e-2).double().fit(data)
+    model = conv + NoiseEnergy(q)
+    x = torch.rand(3, 16, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert model(x).shape == (3,) and model(x).dtype == torch.float64
+    assert torch.autograd.gradcheck(model, (x,))
+    w = conv.head.weight
+    assert torch.autograd.gradcheck(lambda weight: torch.func.functional_call(conv, {"head.weight": weight}, (x.detach(),)), (w.detach().clone().requires_grad_(True),))
+    # score of the mixture in closed form: sum_k r_k(x) * (mu_k - x) / var_k
+    xd = x.detach()
+    mu, var = q.locs, q.scale_trils.diagonal(dim1=-2, dim2=-1).pow(2)
+    log_r = torch.log_softmax(q._component_log_prob(xd) + torch.log_softmax(q.logits, 0), -1)
+    score_q = (log_r.exp()[..., None] * (mu[None] - xd[:, None]) / var[None]).sum(1)
+    assert torch.allclose(model.score(xd), conv.score(xd) + score_q, atol=1e-8)

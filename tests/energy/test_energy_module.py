@@ -155,3 +155,24 @@ def test_ais_log_z_in_the_eval_loop_brackets_the_exact_value(tmp_path):
     # the model's samples are not the data here, so the reverse run from data is only an estimate; both are near exact
     assert abs(res["val/log_z"] - exact) < 0.05 and abs(res["val/log_z_upper"] - exact) < 0.2
     assert 1 < res["val/log_z_ess"] <= 500 and "val/nll_upper" in res
+
+
+def test_noise_pool_batches_are_pool_rows_train_and_survive_the_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = EnergyBasedModel(dim=1, energy=QUAD_1D, objective="compositional", noise_kwargs={"scale": 1.5}, noise_batch_size=256,
+                             noise_pool=4096, lr=0.08)
+    trainer, _ = _fit(model, 70, tmp_path)
+    assert abs(float(model.energy.mean.detach()) - 2.0) < 0.2
+    pool_x, pool_lq = model._pool
+    assert pool_x.shape == (4096, 1)
+    assert torch.allclose(pool_lq, model.noise.log_prob(pool_x))  # untilted: log q of the pool, computed once
+    xn, lq = model._noise_batch()
+    assert torch.isin(xn[:, 0], pool_x[:, 0]).all() and torch.allclose(lq, model.noise.log_prob(xn))
+    path = tmp_path / "pool.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    fresh = EnergyBasedModel(**ckpt["hyper_parameters"])
+    fresh.on_load_checkpoint(ckpt)
+    assert torch.equal(fresh._pool[0], pool_x) and torch.equal(fresh._pool[1], pool_lq)
+    with pytest.raises(ValueError, match="noise_pool"):
+        EnergyBasedModel(noise_pool=-1)
