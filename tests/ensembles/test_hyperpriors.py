@@ -291,6 +291,15 @@ def test_module_gibbs_resumes_exactly_and_reloads(tmp_path):
     assert torch.equal(loaded.ensemble.prior.precision, full.ensemble.prior.precision)
     x = torch.linspace(-1, 1, 5)[:, None]
     torch.testing.assert_close(loaded.predictive(x).mean, full.predictive(x).mean)
+    # gibbs_start: no draw before it (the precisions keep their initial values), and at most burn_in
+    L.seed_everything(0)
+    late = _model(**kw, gibbs_start=4)
+    t_late = _trainer(tmp_path, 4)
+    t_late.fit(late, OrderedGap(num_train=40, batch_size=10))
+    assert torch.equal(late.ensemble.prior.precision, torch.ones(3, 4))
+    assert torch.equal(late.ensemble.chains[log_scale], torch.zeros(3))  # log(noise_scale = 1)
+    with pytest.raises(ValueError, match="gibbs_start"):
+        _trainer(tmp_path, 4).fit(_model(**kw, gibbs_start=5), OrderedGap(num_train=40, batch_size=10))
     with pytest.raises(ValueError, match="hyperprior"):
         SGLDEnsemble(hyperprior="gamma", prior="laplace")
     with pytest.raises(ValueError, match="noise='gibbs'"):
