@@ -13,7 +13,7 @@ warm-start steps (the first 25 % of the run, inside burn-in) differs:
 After the warm start every arm samples the same exact posterior, so the comparison is about
 how well each start sets the chains up within the fixed budget.
 
-    python benchmarks/ensembles_beta_nll.py --dataset energy --splits 2 [--beta 0.5] [--out FILE]
+    python benchmarks/ensembles_beta_nll.py --dataset energy --splits 2 [--beta 0.5] [--no-warm-start] [--out FILE]
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=2)
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--no-warm-start", action="store_true", help="also run the exact likelihood from step 0")
+    ap.add_argument("--only-no-warm-start", action="store_true", help="run only the no-warm-start arm")
     ap.add_argument("--out", type=Path, default=None, help="append each run's result here (JSON lines)")
     ap.add_argument("--summarise", type=Path, default=None, help="only print the table of a results file")
     args = ap.parse_args()
@@ -63,6 +64,8 @@ def main() -> None:
     torch.set_num_threads(1)
     hp, batch_size = ensembles_uci.load_config()
     arms = ["mean-first", f"beta-NLL ({args.beta:g})"] + (["no warm start"] if args.no_warm_start else [])
+    if args.only_no_warm_start:
+        arms = ["no warm start"]
     results = []
     for split in range(args.splits):
         for arm in arms:
