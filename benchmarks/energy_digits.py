@@ -338,7 +338,14 @@ def stage_samples(args) -> None:
     n = args.num_samples
     x0 = c.pool[-n:]
     t = time.process_time()
-    res = langevin(model.energy, x0, args.sample_steps, args.step_size, method="mala", generator=torch.Generator().manual_seed(3))
+    h = args.step_size
+    for trial in (1e-4, 3e-5, 1e-5, 3e-6, 1e-6):  # pilot: the largest step with MALA acceptance >= 0.5
+        pilot = langevin(model.energy, x0[:100], 30, trial, method="mala", generator=torch.Generator().manual_seed(2))
+        if pilot.mean_acceptance >= 0.5:
+            h = trial
+            break
+    args.step_size = h
+    res = langevin(model.energy, x0, args.sample_steps, h, method="mala", generator=torch.Generator().manual_seed(3))
     cpu = time.process_time() - t
     test = s["test"]
     bw = float(torch.cdist(test, test).median())
