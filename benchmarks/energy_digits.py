@@ -339,7 +339,7 @@ def stage_samples(args) -> None:
     x0 = c.pool[-n:]
     t = time.process_time()
     h = args.step_size
-    for trial in (1e-4, 3e-5, 1e-5, 3e-6, 1e-6):  # pilot: the largest step with MALA acceptance >= 0.5
+    for trial in (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6):  # pilot: the largest step with MALA acceptance >= 0.5
         pilot = langevin(model.energy, x0[:100], 30, trial, method="mala", generator=torch.Generator().manual_seed(2))
         if pilot.mean_acceptance >= 0.5:
             h = trial
