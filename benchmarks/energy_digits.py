@@ -11,7 +11,9 @@ Stages (each appends its lines to ``benchmarks/results/energy/digits.md`` and pr
   energies.
 - ``eval``: AIS bracket of log Z (forward AIS from q, reverse AIS from test digits), test NLL
   in nats per image and bits/dim on the 17-level grid, OOD AUROCs.
-- ``samples``: MALA samples of the tilted model, a png, and a classifier's accuracy on them.
+- ``samples``: MALA samples of the tilted model (step by a short pilot), a png, and their quality
+  (an RBF SVM's confidence, MMD^2 to the test digits).
+- ``flowcheck``: a flow q's test NLL at 10/20/40 rk4 steps and 2/8 Hutchinson probes.
 
 Data: classes 0-7 of scikit-learn's digits (1,010 training, 216 validation, 217 test images),
 dequantised ``x = (pixel + u) / 17`` (``probgen.data.digits``); classes 8 and 9 held out.
