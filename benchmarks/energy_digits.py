@@ -11,7 +11,9 @@ Stages (each appends its lines to ``benchmarks/results/energy/digits.md`` and pr
   energies.
 - ``eval``: AIS bracket of log Z (forward AIS from q, reverse AIS from test digits), test NLL
   in nats per image and bits/dim on the 17-level grid, OOD AUROCs.
-- ``samples``: MALA samples of the tilted model, a png, and a classifier's accuracy on them.
+- ``samples``: MALA samples of the tilted model (step by a short pilot), a png, and their quality
+  (an RBF SVM's confidence, MMD^2 to the test digits).
+- ``flowcheck``: a flow q's test NLL at 10/20/40 rk4 steps and 2/8 Hutchinson probes.
 
 Data: classes 0-7 of scikit-learn's digits (1,010 training, 216 validation, 217 test images),
 dequantised ``x = (pixel + u) / 17`` (``probgen.data.digits``); classes 8 and 9 held out.
@@ -338,7 +340,14 @@ def stage_samples(args) -> None:
     n = args.num_samples
     x0 = c.pool[-n:]
     t = time.process_time()
-    res = langevin(model.energy, x0, args.sample_steps, args.step_size, method="mala", generator=torch.Generator().manual_seed(3))
+    h = args.step_size
+    for trial in (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6):  # pilot: the largest step with MALA acceptance >= 0.5
+        pilot = langevin(model.energy, x0[:100], 30, trial, method="mala", generator=torch.Generator().manual_seed(2))
+        if pilot.mean_acceptance >= 0.5:
+            h = trial
+            break
+    args.step_size = h
+    res = langevin(model.energy, x0, args.sample_steps, h, method="mala", generator=torch.Generator().manual_seed(3))
     cpu = time.process_time() - t
     test = s["test"]
     bw = float(torch.cdist(test, test).median())
