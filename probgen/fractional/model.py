@@ -41,10 +41,10 @@ __all__ = [
     "default_gamma_max",
 ]
 
-#: Default number K of OU processes (issue #11): at K = 5 the relative L2 error of the Markov
-#: approximation (``MarkovFBM.relative_error``) is 0.08 / 0.10 / 0.23 at H = 0.2 / 0.7 / 0.8
-#: (T = 1, gamma_max = 20), at K = 10 0.07 / 0.07 / 0.19; see docs/fractional.md.
 DEFAULT_N_OU = 10
+"""Default number K of OU processes. The relative L2 error of the Markov approximation
+(``MarkovFBM.relative_error``, T = 1, gamma_max = 20) is 0.069 / 0.072 / 0.190 at H = 0.2 / 0.7 / 0.8
+with K = 10, against 0.080 / 0.098 / 0.234 with the paper's K = 5 (``benchmarks/fractional_defaults.py``)."""
 
 
 def default_gamma_max(horizon: float) -> float:
