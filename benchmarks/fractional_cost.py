@@ -5,6 +5,7 @@ solver; the variants are timed in interleaved rounds so that load from other job
 of them alike, and the median per-round ratio to K = 0 is reported.
 
     python benchmarks/fractional_cost.py --rounds 10 --steps-per-round 5
+    python benchmarks/fractional_cost.py --ks 0 5 10 --transition guided
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import torch
 from probgen.fractional import FractionalSDE
 
 
-def make(k: int) -> FractionalSDE:
+def make(k: int, transition: str = "girsanov") -> FractionalSDE:
     torch.manual_seed(0)
     return FractionalSDE(n_ou=k, white=k == 0, gamma_max=20.0, horizon=2.0, hurst=0.3, learn_hurst=k > 0,
-                         context="none", obs_std=0.1, dt=0.01)
+                         context="none", obs_std=0.1, dt=0.01, transition="girsanov" if k == 0 else transition)
 
 
 def step(model: FractionalSDE, opt: torch.optim.Optimizer, values: torch.Tensor, times: torch.Tensor) -> None:
@@ -36,10 +37,12 @@ def main() -> None:
     p.add_argument("--ks", type=int, nargs="+", default=[0, 5, 12])
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--steps-per-round", type=int, default=5)
+    p.add_argument("--transition", default="girsanov", choices=["girsanov", "gaussian", "guided"],
+                   help="the variational family of the K > 0 variants (K = 0 stays the Girsanov Brownian baseline)")
     a = p.parse_args()
     torch.set_num_threads(1)
     values, times = torch.zeros(32, 1, 1), torch.full((32, 1), 2.0)
-    models = {k: make(k) for k in a.ks}
+    models = {k: make(k, a.transition) for k in a.ks}
     opts = {k: m.configure_optimizers() for k, m in models.items()}
     for k in a.ks:  # warm-up
         step(models[k], opts[k], values, times)

@@ -11,15 +11,17 @@ from torch import Tensor
 from probgen.base import ProbgenModule
 from probgen.fractional.latent import VideoDecoder, VideoEncoder, frame_context
 from probgen.fractional.model import (
+    DEFAULT_N_OU,
     InitialOUPosterior,
     NeuralFractionalSDE,
     ObservationAttention,
     attention_context,
     gaussian_log_likelihood,
+    default_gamma_max,
     next_observation_context,
     remaining_observations_context,
 )
-from probgen.sde.fbm import KINDS
+from probgen.sde.fbm import KINDS, MarkovFBM
 from probgen.sde.guided import backward_filter, guided_initial_state
 from probgen.validation import check_bool, check_choice, check_int, check_real, check_reals
 from probgen.sde.variational import LinearGaussianObservations
@@ -30,7 +32,7 @@ __all__ = ["FractionalSDE", "LatentFractionalSDE"]
 def _check_common(n_ou, gamma_max, horizon, kind, white, hurst, learn_hurst, obs_std, dt, lr, hurst_lr) -> None:
     """The arguments both modules share: the fractional noise and the optimisation."""
     check_int("n_ou", n_ou, ge=0)
-    check_real("gamma_max", gamma_max, gt=0)
+    check_real("gamma_max", gamma_max, gt=0, allow_none=True)
     check_real("horizon", horizon, gt=0)
     check_choice("kind", kind, KINDS)
     check_bool("white", white)
@@ -40,6 +42,16 @@ def _check_common(n_ou, gamma_max, horizon, kind, white, hurst, learn_hurst, obs
     check_real("dt", dt, gt=0)
     check_real("lr", lr, gt=0)
     check_real("hurst_lr", hurst_lr, gt=0, allow_none=True)
+    if n_ou > 0 and not white:  # the Euler step against the fastest OU speed, at construction
+        resolved = default_gamma_max(horizon) if gamma_max is None else gamma_max
+        try:
+            MarkovFBM(0.5, n_ou, resolved, horizon, kind).check_dt(dt)
+        except ValueError as err:
+            if gamma_max is not None:
+                raise
+            raise ValueError(f"{err} (gamma_max=None means max(20, 10 * horizon) = {resolved:g} for "
+                             f"horizon={horizon}, which keeps gamma_min = 1/gamma_max <= 1/(10 T); set "
+                             f"gamma_max explicitly to trade that for a coarser dt)") from None
 
 
 def _hurst_param_groups(model: NeuralFractionalSDE, lr: float, hurst_lr: float | None) -> list[dict]:
@@ -76,7 +88,10 @@ class FractionalSDE(ProbgenModule):
     Args:
         dim: dimension d of X.
         n_ou, gamma_max, horizon, kind, white: the Markov approximation (see ``MarkovFBM``);
-            ``white=True`` or ``n_ou=0`` is the Brownian baseline.
+            ``white=True`` or ``n_ou=0`` is the Brownian baseline. Defaults: K = 10 and
+            ``gamma_max=None``, i.e. $\max(20, 10 T)$ (:func:`~probgen.fractional.model.default_gamma_max`),
+            so that $\gamma_{min} = 1/\gamma_{max} \le 1/(10 T)$; ``gamma_max * dt <= 0.5`` is
+            checked here. The paper used K = 5 (``fou_bridge.yaml`` keeps it).
         hurst, learn_hurst: initial Hurst index and whether to learn it (via a sigmoid).
         drift, theta, learn_theta, diffusion, sigma, learn_sigma: the prior
             (see :class:`~probgen.fractional.model.NeuralFractionalSDE`).
@@ -120,8 +135,8 @@ class FractionalSDE(ProbgenModule):
     def __init__(
         self,
         dim: int = 1,
-        n_ou: int = 5,
-        gamma_max: float = 20.0,
+        n_ou: int = DEFAULT_N_OU,
+        gamma_max: float | None = None,
         horizon: float = 1.0,
         kind: str = "type1",
         white: bool = False,
@@ -374,7 +389,9 @@ class LatentFractionalSDE(ProbgenModule):
 
     Args:
         latent_dim: d of the latent SDE.
-        n_ou, gamma_max, kind, white, hurst, learn_hurst: the fractional noise.
+        n_ou, gamma_max, kind, white, hurst, learn_hurst: the fractional noise (defaults as in
+            :class:`FractionalSDE`: K = 10, $\gamma_{max} = \max(20, 10 T)$; the paper's K = 5,
+            $\gamma_{max} = 10$ are in ``moving_digits.yaml``).
         horizon: time of the last frame (the weights' L2 horizon).
         hidden, context_dim, content_dim: encoder/decoder sizes.
         control_hidden: width of the control MLP.
@@ -392,8 +409,8 @@ class LatentFractionalSDE(ProbgenModule):
     def __init__(
         self,
         latent_dim: int = 4,
-        n_ou: int = 5,
-        gamma_max: float = 10.0,
+        n_ou: int = DEFAULT_N_OU,
+        gamma_max: float | None = None,
         horizon: float = 1.1,
         kind: str = "type1",
         white: bool = False,
