@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import energy_toy2d_configs as base  # noqa: E402
+import energy_toy2d_configs as base
 
-from probgen.data.toy2d import make_density  # noqa: E402
+from probgen.data.toy2d import make_density
 
 VARIANTS = {
     "meco-const": ("compositional", {"gamma_decay": 0.0, "independent_u": False}),

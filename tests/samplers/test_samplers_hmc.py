@@ -79,3 +79,16 @@ def test_hmc_and_ais_reject_bad_arguments():
         ais(energy, q, 10, [0.0, 1.0], transition="nuts")
     with pytest.raises(ValueError, match="num_leapfrog"):
         ais(energy, q, 10, [0.0, 1.0], transition="hmc", num_leapfrog=0)
+
+
+def test_log_partition_ais_passes_the_hmc_transition_through():
+    from probgen.energy import log_partition_ais
+
+    energy, q = _target(), GaussianNoise(2, cov=4.0 * torch.eye(2, dtype=DT)).double()
+    log_z = float(energy.log_partition().detach())
+    gen = torch.Generator().manual_seed(3)
+    br = log_partition_ais(energy, q, 500, 30, x_target=_exact(500, gen), step_size=0.3, generator=gen, transition="hmc", num_leapfrog=3)
+    assert abs(float(br.lower) - log_z) < 4 * float(br.lower_std_err)
+    assert abs(float(br.upper) - log_z) < 4 * float(br.upper_std_err)
+    with pytest.raises(ValueError, match="transition"):
+        log_partition_ais(energy, q, 10, 2, transition="ula")
