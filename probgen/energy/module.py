@@ -104,6 +104,8 @@ class EnergyBasedModel(ProbgenModule):
             :func:`~probgen.energy.log_partition_ais`, and reverse AIS from the first evaluation
             batch: ``{stage}/log_z_upper`` and ``{stage}/nll_upper`` are logged beside).
         ais_levels, ais_step_size: AIS schedule length and initial MALA step.
+        ais_transition, ais_num_leapfrog: ``"mala"`` or ``"hmc"`` AIS transitions
+            (:func:`probgen.samplers.ais`), leapfrog steps per HMC transition.
     """
 
     def __init__(
@@ -142,6 +144,8 @@ class EnergyBasedModel(ProbgenModule):
         log_z_method: str = "importance",
         ais_levels: int = 100,
         ais_step_size: float = 0.05,
+        ais_transition: str = "mala",
+        ais_num_leapfrog: int = 5,
     ) -> None:
         super().__init__()
         _check_int("dim", dim, 1)
@@ -185,6 +189,9 @@ class EnergyBasedModel(ProbgenModule):
             raise ValueError(f"log_z_method must be 'importance' or 'ais', got {log_z_method!r}")
         _check_int("ais_levels", ais_levels, 1)
         _check_float("ais_step_size", ais_step_size, low=0.0, low_open=True)
+        if ais_transition not in ("mala", "hmc"):
+            raise ValueError(f"ais_transition must be 'mala' or 'hmc', got {ais_transition!r}")
+        _check_int("ais_num_leapfrog", ais_num_leapfrog, 1)
         self.save_hyperparameters()
         spec = energy if energy is not None else {"kind": "mlp", "dim": dim, "hidden": 128, "depth": 3, "envelope": 0.01}
         net = build_energy(spec)
@@ -308,7 +315,8 @@ class EnergyBasedModel(ProbgenModule):
             return log_z, torch.full_like(log_z, float("nan"))
         if h.log_z_method == "ais":
             with torch.inference_mode(False), torch.enable_grad():  # MALA needs gradients, also in Lightning's eval loop
-                est = log_partition_ais(self.energy, self.noise, h.log_z_samples, h.ais_levels, step_size=h.ais_step_size, generator=generator)
+                est = log_partition_ais(self.energy, self.noise, h.log_z_samples, h.ais_levels, step_size=h.ais_step_size, generator=generator,
+                                         transition=h.get("ais_transition", "mala"), num_leapfrog=h.get("ais_num_leapfrog", 5))
             return est.lower, est.ess
         est = log_partition_importance(self.energy, self.noise, h.log_z_samples, generator=generator)
         return est.log_z, est.ess
@@ -318,7 +326,8 @@ class EnergyBasedModel(ProbgenModule):
         from probgen.samplers import reverse_ais, sigmoid_betas
 
         h = self.hparams
-        res = reverse_ais(self.energy, self.noise, x, sigmoid_betas(h.ais_levels), step_size=h.ais_step_size, generator=generator)
+        res = reverse_ais(self.energy, self.noise, x, sigmoid_betas(h.ais_levels), step_size=h.ais_step_size, generator=generator,
+                          transition=h.get("ais_transition", "mala"), num_leapfrog=h.get("ais_num_leapfrog", 5))
         return res.log_z
 
     def _eval_step(self, batch, stage: str) -> None:

@@ -129,8 +129,10 @@ def log_partition_ais(
     steps_per_level: int = 1,
     step_size: float = 0.05,
     generator: torch.Generator | None = None,
+    transition: str = "mala",
+    num_leapfrog: int = 5,
 ) -> LogPartitionBracket:
-    """$\\log Z$ bracketed by AIS from ``noise`` and reverse AIS from ``x_target`` (sigmoid schedule, MALA).
+    """$\\log Z$ bracketed by AIS from ``noise`` and reverse AIS from ``x_target`` (sigmoid schedule, MALA or HMC).
 
     The annealing path is $q^{1-\\beta} e^{-\\beta E}$ (:func:`probgen.samplers.ais`); for a tilted
     model $E = E_{net} - \\log q$ this is $q\\,e^{-\\beta E_{net}}$. ``noise.log_prob`` must be
@@ -146,11 +148,13 @@ def log_partition_ais(
             as far as the data are model samples). None: no upper bound (``upper = nan``).
         steps_per_level, step_size: MALA transitions (the step adapts to 0.65 acceptance).
         generator: random source.
+        transition, num_leapfrog: ``"mala"`` or ``"hmc"`` transitions, leapfrog steps per HMC
+            transition (:func:`probgen.samplers.ais`).
     """
     from probgen.samplers import ais, reverse_ais, sigmoid_betas
 
     betas = sigmoid_betas(num_levels)
-    kw = dict(steps_per_level=steps_per_level, step_size=step_size, generator=generator)
+    kw = dict(steps_per_level=steps_per_level, step_size=step_size, generator=generator, transition=transition, num_leapfrog=num_leapfrog)
     fwd = ais(energy, noise, num_chains, betas, **kw)
     if x_target is None:
         nan = torch.full_like(fwd.log_z, float("nan"))
@@ -171,6 +175,8 @@ def log_partition_ais_flow(
     steps_per_level: int = 1,
     step_size: float = 0.05,
     generator: torch.Generator | None = None,
+    transition: str = "mala",
+    num_leapfrog: int = 5,
 ) -> LogPartitionBracket:
     """AIS bracket on $\\log Z$ of the tilted flow model $p \\propto q\\,e^{-E_{net}}$, annealed in the base space.
 
@@ -184,14 +190,16 @@ def log_partition_ais_flow(
     Args:
         tilt: $E_{net}$ (data space).
         flow: the :class:`~probgen.energy.FlowNoise` $q$.
-        num_chains, num_levels, steps_per_level, step_size, generator: as :func:`log_partition_ais`.
+        num_chains, num_levels, steps_per_level, step_size, generator, transition, num_leapfrog: as
+            :func:`log_partition_ais`.
         x_target: data-space starts of the reverse run (see :func:`log_partition_ais`), or None.
     """
     from probgen.energy.noise import PulledBackEnergy
 
     pulled = PulledBackEnergy(tilt, flow)
     z_target = None if x_target is None else flow.inverse(x_target)
-    return log_partition_ais(pulled, flow.base, num_chains, num_levels, z_target, steps_per_level=steps_per_level, step_size=step_size, generator=generator)
+    return log_partition_ais(pulled, flow.base, num_chains, num_levels, z_target, steps_per_level=steps_per_level, step_size=step_size, generator=generator,
+                             transition=transition, num_leapfrog=num_leapfrog)
 
 
 def log_likelihood(energy: Energy, x: Tensor, log_z: Tensor | float) -> Tensor:

@@ -9,7 +9,9 @@
 * :func:`gamma_precision_gibbs`: conjugate Gibbs draws of Gamma-prior precisions.
 * :func:`cyclical_schedule`, :func:`polynomial_schedule` and their LR schedulers.
 * :func:`rhat`, :func:`ess`: convergence diagnostics.
-* :func:`ais`, :func:`reverse_ais`: annealed importance sampling, a bracket on $\\log Z$.
+* :func:`hmc`: Hamiltonian Monte Carlo (leapfrog + Metropolis) on data-space tensors.
+* :func:`ais`, :func:`reverse_ais`: annealed importance sampling, a bracket on $\\log Z$
+  (MALA or HMC transitions).
 * :func:`churn_sampler`: an ODE solve with EDM's stochastic "churn" move before each step.
 """
 
@@ -18,6 +20,7 @@ from probgen.samplers.ais import AISResult, ais, geometric_betas, reverse_ais, s
 from probgen.samplers.churn import churn_sampler
 from probgen.samplers.diagnostics import autocorrelation, ess, rank_normalize, rhat, split_chains
 from probgen.samplers.gibbs import gamma_precision_gibbs, sample_gamma
+from probgen.samplers.hmc import hmc
 from probgen.samplers.langevin import LangevinResult, langevin
 from probgen.samplers.schedules import (
     CyclicalLR,
@@ -57,6 +60,7 @@ __all__ = [
     "cyclical_schedule",
     "ess",
     "geometric_betas",
+    "hmc",
     "langevin",
     "polynomial_schedule",
     "psgld_init",

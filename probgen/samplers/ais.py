@@ -3,7 +3,8 @@
 For an unnormalised target $f(x) = e^{-E(x)}$ and a normalised initial distribution $p_0$
 (e.g. an EBM's noise $q$), the geometric path $\\pi_\\beta \\propto p_0^{1-\\beta} f^\\beta$,
 $0 = \\beta_0 < \\dots < \\beta_K = 1$, is followed by MCMC transitions $T_k$ that leave
-$\\pi_{\\beta_k}$ invariant (MALA steps of :func:`probgen.samplers.langevin`). Neal (2001), Eq. 3-4:
+$\\pi_{\\beta_k}$ invariant (MALA steps of :func:`probgen.samplers.langevin`, or HMC
+transitions of :func:`probgen.samplers.hmc` with ``transition="hmc"``). Neal (2001), Eq. 3-4:
 
 $$\\log w = \\sum_{k=1}^{K} (\\beta_k - \\beta_{k-1}) \\big[\\log f(x_{k-1}) - \\log p_0(x_{k-1})\\big],
 \\qquad \\mathbb E[w] = Z,$$
@@ -28,7 +29,10 @@ import torch
 from torch import Tensor
 
 from probgen.exceptions import SamplerDivergedError
+from probgen.samplers.hmc import hmc
 from probgen.samplers.langevin import langevin
+
+TRANSITIONS = ("mala", "hmc")
 
 __all__ = ["AISResult", "ais", "geometric_betas", "reverse_ais", "sigmoid_betas"]
 
@@ -45,7 +49,7 @@ class AISResult:
         std_err: delta-method standard error of ``log_z``, ``std(w / mean w) / sqrt(n)``.
         x: final states ``(n, *event_shape)`` (target samples after :func:`ais`, $p_0$ samples
             after :func:`reverse_ais`).
-        acceptance: mean MALA acceptance over levels and chains.
+        acceptance: mean MALA / HMC acceptance over levels and chains.
     """
 
     log_z: Tensor
@@ -103,6 +107,8 @@ def _run(
     adapt: bool,
     target_acceptance: float,
     generator: torch.Generator | None,
+    transition: str = "mala",
+    num_leapfrog: int = 5,
 ) -> tuple[Tensor, Tensor, float]:
     """Anneal along ``betas`` (in the given order) from ``x``; log weights of $f/p_0$ increments."""
     if isinstance(steps_per_level, bool) or not isinstance(steps_per_level, int) or steps_per_level < 1:
@@ -111,6 +117,10 @@ def _run(
         raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
     if not 0 < target_acceptance < 1:
         raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance!r}")
+    if transition not in TRANSITIONS:
+        raise ValueError(f"transition must be one of {TRANSITIONS}, got {transition!r}")
+    if isinstance(num_leapfrog, bool) or not isinstance(num_leapfrog, int) or num_leapfrog < 1:
+        raise ValueError(f"num_leapfrog must be an int >= 1, got {num_leapfrog!r}")
 
     def log_ratio(z: Tensor) -> Tensor:  # log f - log p0
         with torch.no_grad():
@@ -124,7 +134,10 @@ def _run(
         def annealed(z: Tensor, b=b) -> Tensor:
             return b * energy(z) - (1.0 - b) * init_log_prob(z)
 
-        res = langevin(annealed, x, steps_per_level, h, method="mala", generator=generator)
+        if transition == "hmc":
+            res = hmc(annealed, x, steps_per_level, h, num_leapfrog=num_leapfrog, generator=generator)
+        else:
+            res = langevin(annealed, x, steps_per_level, h, method="mala", generator=generator)
         x = res.x
         acc_sum += res.mean_acceptance
         if adapt:  # a function of the past only, so every T_k stays pi_k-invariant
@@ -145,8 +158,10 @@ def ais(
     adapt_step_size: bool = True,
     target_acceptance: float = 0.65,
     generator: torch.Generator | None = None,
+    transition: str = "mala",
+    num_leapfrog: int = 5,
 ) -> AISResult:
-    """$\\log Z$ of $e^{-E}$ by AIS from ``init`` along the geometric path, MALA transitions.
+    """$\\log Z$ of $e^{-E}$ by AIS from ``init`` along the geometric path, MALA or HMC transitions.
 
     Args:
         energy: $E$, ``x: (n, *event_shape) -> (n,)``, differentiable in ``x``.
@@ -154,25 +169,29 @@ def ais(
             differentiable ``log_prob(x) -> (n,)`` (e.g. an EBM's noise $q$).
         num_chains: $n$.
         betas: the schedule ``(K + 1,)``, 0 to 1 (see :func:`sigmoid_betas`).
-        steps_per_level: MALA steps per level.
-        step_size: initial MALA step $h$.
+        steps_per_level: MALA steps (or HMC transitions) per level.
+        step_size: initial MALA step $h$ (for HMC: the leapfrog step).
         adapt_step_size: after each level multiply $h$ by $e^{\\bar a - a^*}$ ($\\bar a$ the mean
             acceptance): a function of the past, so the weights stay valid.
         target_acceptance: $a^*$.
-        generator: for $p_0$'s samples and the MALA noise.
+        generator: for $p_0$'s samples and the MALA / HMC noise.
+        transition: ``"mala"`` (:func:`~probgen.samplers.langevin`) or ``"hmc"``
+            (:func:`~probgen.samplers.hmc`: leapfrog with a Metropolis correction).
+        num_leapfrog: leapfrog steps per HMC transition (ignored for MALA).
 
     Returns:
         :class:`AISResult` with a stochastic lower bound of $\\log Z$.
 
     Raises:
-        ValueError: bad schedule, step size or counts.
+        ValueError: bad schedule, step size, counts or ``transition``.
         SamplerDivergedError: non-finite weights or states.
     """
     b = _check_betas(betas)
     if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 2:
         raise ValueError(f"num_chains must be an int >= 2, got {num_chains!r}")
     x0 = init.sample(num_chains, generator).detach()
-    log_w, x, acc = _run(energy, init.log_prob, x0, b, steps_per_level, step_size, adapt_step_size, target_acceptance, generator)
+    log_w, x, acc = _run(energy, init.log_prob, x0, b, steps_per_level, step_size, adapt_step_size, target_acceptance, generator,
+                         transition, num_leapfrog)
     log_z, ess, se = _summary(log_w, 1.0)
     return AISResult(log_z=log_z, log_w=log_w, ess=ess, std_err=se, x=x, acceptance=acc)
 
@@ -188,6 +207,8 @@ def reverse_ais(
     adapt_step_size: bool = True,
     target_acceptance: float = 0.65,
     generator: torch.Generator | None = None,
+    transition: str = "mala",
+    num_leapfrog: int = 5,
 ) -> AISResult:
     """Reverse AIS from samples of the target: a stochastic upper bound of $\\log Z$.
 
@@ -199,6 +220,7 @@ def reverse_ais(
     b = _check_betas(betas)
     if not isinstance(x_target, Tensor) or x_target.dim() < 2 or x_target.shape[0] < 2:
         raise ValueError(f"x_target must be a tensor (n >= 2, *event_shape), got {getattr(x_target, 'shape', type(x_target))}")
-    log_w, x, acc = _run(energy, init.log_prob, x_target.detach(), b[::-1], steps_per_level, step_size, adapt_step_size, target_acceptance, generator)
+    log_w, x, acc = _run(energy, init.log_prob, x_target.detach(), b[::-1], steps_per_level, step_size, adapt_step_size,
+                         target_acceptance, generator, transition, num_leapfrog)
     log_z, ess, se = _summary(log_w, -1.0)
     return AISResult(log_z=log_z, log_w=log_w, ess=ess, std_err=se, x=x, acceptance=acc)
