@@ -19,7 +19,6 @@ how well each start sets the chains up within the fixed budget.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from pathlib import Path
@@ -29,8 +28,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ensembles_uci  # noqa: E402  (the shared UCI runner)
 
-from probgen.ensembles import GaussianLikelihood  # noqa: E402
-
 
 def run_arm(arm: str, dataset: str, split: int, hp: dict, batch_size: int, beta: float) -> dict:
     hp = dict(hp)
@@ -39,13 +36,9 @@ def run_arm(arm: str, dataset: str, split: int, hp: dict, batch_size: int, beta:
         objective = "beta_nll"
     elif arm == "no warm start":
         hp["warm_start"] = 0
-    # the runner builds GaussianLikelihood(noise, scale=...): give it the arm's warm-start objective
-    lik = functools.partial(GaussianLikelihood, warm_start_objective=objective, beta=beta)
-    saved, ensembles_uci.GaussianLikelihood = ensembles_uci.GaussianLikelihood, lik
-    try:
-        return ensembles_uci.run(dataset, split, arm, hp, batch_size)
-    finally:
-        ensembles_uci.GaussianLikelihood = saved
+    result = ensembles_uci.run(dataset, split, "default", hp, batch_size,
+                               likelihood_kwargs={"warm_start_objective": objective, "beta": beta})
+    return {**result, "method": arm}
 
 
 def main() -> None:

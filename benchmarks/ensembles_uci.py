@@ -56,7 +56,8 @@ def load_config(path: Path = CONFIG) -> tuple[dict, int]:
     return cfg["model"]["init_args"], int(cfg["data"]["init_args"]["batch_size"])
 
 
-def ensemble_for(method: str, n: int, p: int, split: int, hp: dict, batch_size: int, seed: int = 0):
+def ensemble_for(method: str, n: int, p: int, split: int, hp: dict, batch_size: int, seed: int = 0,
+                 likelihood_kwargs: dict | None = None):
     r"""``(ensemble, schedule, sampler kwargs, steps)`` of one split's run of ``method``.
 
     ``"default"``: the YAML. ``"deep ensemble"``: ``num_chains`` heteroscedastic networks at
@@ -67,14 +68,15 @@ def ensemble_for(method: str, n: int, p: int, split: int, hp: dict, batch_size: 
     $hN = 10^{-2}$ made cyclical SGLD diverge on yacht, $10^{-3}$ underfit; $3\cdot10^{-3}$,
     the YAML's, was kept.)
     Both single chains keep up to ``num_chains * store_size`` samples (every draw their run offers).
-    Everything not named here (likelihood, warm start, prior, run length, burn-in, thinning) is the YAML's.
+    Everything not named here (likelihood, warm start, prior, run length, burn-in, thinning) is the YAML's;
+    ``likelihood_kwargs`` are passed on to ``GaussianLikelihood`` (e.g. the warm-start objective).
     """
     steps = run_length(n, batch_size, hp["num_epochs"], hp["min_steps"])
     deep, single = method == "deep ensemble", method in ("sgld", "cyclical sgld")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     noise = "heteroscedastic" if deep else hp["noise"]
-    lik = GaussianLikelihood(noise, scale=hp.get("noise_scale", 1.0))
+    lik = GaussianLikelihood(noise, scale=hp.get("noise_scale", 1.0), **(likelihood_kwargs or {}))
     torch.manual_seed(seed + split)
     prior = make_prior(hp.get("prior", "gaussian"), hp.get("prior_scale", 1.0))
     store = 1 if deep else hp["store_size"] * (hp["num_chains"] if single else 1)
@@ -110,13 +112,13 @@ def score(ens: BayesianEnsemble, d: dict, chains=None) -> dict:
 
 
 def run(dataset: str, split: int, method: str, hp: dict, batch_size: int, seed: int = 0,
-        time_steps: int | None = None) -> dict:
+        time_steps: int | None = None, likelihood_kwargs: dict | None = None) -> dict:
     """One split, one ensemble (the unstacked protocol). ``time_steps``: stop after that many
     updates and return only the wall time per update (``ms_per_step``), for timing."""
     d = load_uci(None, dataset, split)
     x, y = d["x_train"], d["y_train"]
     n, p = x.shape
-    ens, schedule, kw, steps = ensemble_for(method, n, p, split, hp, batch_size, seed)
+    ens, schedule, kw, steps = ensemble_for(method, n, p, split, hp, batch_size, seed, likelihood_kwargs)
     sampler = ens.make_sampler(seed=seed + split, **kw)
     g = torch.Generator().manual_seed(seed + split)
     perm, pos = torch.randperm(n, generator=g), 0
