@@ -45,6 +45,11 @@ def step_noise(params: list[Tensor], seed: int, step: int) -> list[Tensor]:
     return [torch.randn(p.shape, generator=g, dtype=p.dtype, device=device) for p in params]
 
 
+# updates whose every op is elementwise (no reduction over a parameter): applied to the stacked
+# chains directly. Scale-adapted SGHMC is left to vmap.
+_ELEMENTWISE = frozenset({"sgld", "psgld", "sghmc"})
+
+
 class EnsembleSampler(Optimizer):
     """SGLD / pSGLD / SGHMC / scale-adapted SGHMC over ``K`` stacked chains.
 
@@ -148,7 +153,11 @@ class EnsembleSampler(Optimizer):
                 state = state[state_keys[0]]
             noise = dict(zip(keys, step_noise(live, self.seed, t))) if temp > 0 else None
             fn = self._functional(h, temp, group)
-            if self.vectorize == "vmap":
+            if self.vectorize == "vmap" and self.method in _ELEMENTWISE:
+                # every op of these updates is elementwise: on the stacked (K, ...) tensors they
+                # are each chain's update exactly, without vmap's per-step bookkeeping (~5x)
+                new_p, new_s = fn(params, grads, state, noise)
+            elif self.vectorize == "vmap":
                 new_p, new_s = vmap(fn, in_dims=(0, 0, 0, None if noise is None else 0),
                                     randomness="error")(params, grads, state, noise)
             else:

@@ -151,3 +151,15 @@ def test_bad_arguments_are_named():
         ChainForward(nn.Linear(1, 1), vectorize="jit")
     with pytest.raises(TypeError, match="labels"):
         CategoricalLikelihood().log_prob(torch.zeros(1, 2, 3), torch.zeros(2), {})
+
+
+@pytest.mark.parametrize("method", ["sgld", "psgld", "sghmc"])
+def test_elementwise_updates_on_stacked_chains_equal_the_vmapped_update(method, monkeypatch):
+    # the elementwise updates skip vmap and run on the (K, ...) tensors: bit for bit the same chains
+    import probgen.ensembles.sampler as sampler_module
+
+    direct = _run("vmap", method, steps=20)
+    monkeypatch.setattr(sampler_module, "_ELEMENTWISE", frozenset())
+    vmapped = _run("vmap", method, steps=20)
+    for (name, pa), pb in zip(direct.params().items(), vmapped.params().values()):
+        assert torch.equal(pa, pb), name
