@@ -106,7 +106,12 @@ def score(ens: BayesianEnsemble, d: dict, chains=None) -> dict:
     nll_rows = mixture_nll(means, variances, yt) + math.log(y_std)
     rmse = float((mixture_moments(means, variances)[0] - yt).square().mean().sqrt()) * y_std
     fresh = ~(torch.cdist(xt, x) < 1e-6).any(1)  # wine-red has many duplicated inputs
-    return {"nll": float(nll_rows.mean()), "rmse": rmse,
+    # calibration: mean squared standardised error under the mixture's moments (> 1: too narrow,
+    # < 1: too wide), and the share of the predictive variance that is the noise heads' own
+    mean, var = mixture_moments(means, variances)
+    z2 = float(((yt - mean).square() / var).mean())
+    aleatoric = float(variances.mean(0).mean() / var.mean())
+    return {"nll": float(nll_rows.mean()), "rmse": rmse, "z2": z2, "aleatoric_share": aleatoric,
             "nll_fresh": float(nll_rows[fresh].mean()) if fresh.any() else float("nan"),
             "n_fresh": int(fresh.sum()), "n_test": len(xt), "samples": int(means.shape[0])}
 
