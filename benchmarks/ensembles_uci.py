@@ -208,6 +208,13 @@ def summarise(results: list[dict]) -> None:
         print(f"| {ds} | {m} | {ms([r['nll'] for r in rs])} | {ms([r['rmse'] for r in rs])} | {fresh} | "
               f"{PUBLISHED_DE_NLL[ds]:.2f} | {rs[0]['steps']} | {sum(r['wall'] for r in rs) / len(rs):.0f} | {how} "
               f"| {len(rs)} |")
+    calibrated = [k for k in keys if all("z2" in r for r in results if key(r) == k)]
+    if calibrated:  # runs scored with the calibration columns
+        print("\n| dataset | method | mean z^2 (1: calibrated, < 1: too wide) | noise heads' share of the variance | splits |")
+        print("|---|---|---|---|---|")
+        for k in calibrated:
+            rs = [r for r in results if key(r) == k]
+            print(f"| {k[0]} | {k[1]} | {ms([r['z2'] for r in rs])} | {ms([r['aleatoric_share'] for r in rs])} | {len(rs)} |")
     # the same split run alone and inside a stack differs only by the sampler's random draws
     pairs = {}
     for r in results:
